@@ -1,0 +1,179 @@
+"""Strict typed configs: dataclasses filled from YAML plus ``key=value`` overrides.
+
+A recipe declares its config as a (nested) dataclass. ``load(Config, "x.yaml", ["a.b=3"])``
+reads the YAML, applies the dotted overrides and builds the dataclass, checking every value
+against its annotation. An unknown key or a wrong type is a ``ConfigError`` that names the key
+and where it came from (the file, or the command line), so a typo never runs silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config value that does not fit its dataclass: unknown key, wrong type, bad YAML."""
+
+
+def load(cls: type, yaml_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Any:
+    """Build ``cls`` from a YAML file and ``key=value`` overrides (dotted keys for nesting)."""
+    raw: dict[str, Any] = {}
+    source = "<defaults>"
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        source = str(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
+        raw = loaded
+    origins: dict[str, str] = {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        _set_dotted(raw, key, value)
+        origins[key] = "the command line"
+    return _build(cls, raw, prefix="", source=source, origins=origins)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (for saving next to checkpoints and logs)."""
+    return dataclasses.asdict(cfg)
+
+
+def save(cfg: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text  # a plain string that merely looks odd to YAML
+    return key, value
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}=...: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, *, prefix: str, source: str, origins: dict[str, str]) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{_where(prefix.rstrip('.'), source, origins)}: expected a section (mapping), got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            full = prefix + str(key)
+            raise ConfigError(
+                f"{_where(full, source, origins)}: unknown key {full!r}; "
+                f"valid keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(sorted(fields))}"
+            )
+    kwargs = {}
+    for name, value in raw.items():
+        kwargs[name] = _coerce(hints[name], value, key=prefix + name, source=source, origins=origins)
+    try:
+        obj = cls(**kwargs)
+    except TypeError as e:  # a required field left out
+        raise ConfigError(f"{source}: {cls.__name__}: {e}") from None
+    validate = getattr(obj, "validate", None)
+    if callable(validate):
+        try:
+            validate()
+        except ValueError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    return obj
+
+
+def _where(key: str, source: str, origins: dict[str, str]) -> str:
+    return origins.get(key, source)
+
+
+def _coerce(tp: Any, value: Any, *, key: str, source: str, origins: dict[str, str]) -> Any:
+    where = _where(key, source, origins)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value if value is not None else {}, prefix=key + ".", source=source, origins=origins)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arm in args:
+            if arm is type(None):
+                continue
+            try:
+                return _coerce(arm, value, key=key, source=source, origins=origins)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: key {key!r} expects {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: key {key!r} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: key {key!r} expects a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_coerce(item_tp, v, key=f"{key}[{i}]", source=source, origins=origins) for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: key {key!r} expects a mapping, got {value!r}")
+        val_tp = args[1] if len(args) == 2 else Any
+        return {k: _coerce(val_tp, v, key=f"{key}.{k}", source=source, origins=origins) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: key {key!r} expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: key {key!r} expects an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-5" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: key {key!r} expects a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: key {key!r} expects a string, got {value!r}")
+    raise ConfigError(f"{where}: key {key!r} has an unsupported annotation {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
