@@ -35,6 +35,14 @@ BUILTINS: dict[str, str] = {
 }
 
 
+class UnknownRewardError(KeyError):
+    """A name that is neither registered nor a ``file.py:function`` / ``module:function`` spec."""
+
+    def __str__(self) -> str:
+        # KeyError would print the repr of its message, quotes escaped.
+        return str(self.args[0])
+
+
 class RewardRegistry:
     """Maps names to reward functions, or to ``"module:function"`` strings
     standing for functions not imported yet."""
@@ -79,7 +87,7 @@ class RewardRegistry:
             if location.endswith(".py"):
                 return _pick(self._load_file(location), attr, spec)
             return _load_from_module(spec)
-        raise KeyError(
+        raise UnknownRewardError(
             f"unknown reward {spec!r}; registered rewards: {', '.join(self.available())}. "
             f"To load your own, write 'path/to/file.py:function' or 'package.module:function'"
         )
