@@ -177,3 +177,88 @@ def _coerce(tp: Any, value: Any, *, key: str, source: str, origins: dict[str, st
 
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+# ---------------------------------------------------------------------------------------
+# Shared sections. A recipe's Config nests the ones it needs; each field's comment is its doc.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    path: str = "data/models/tiny-moe"  # local HF directory or Hub id
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+
+
+@dataclasses.dataclass
+class DataConfig:
+    train: str = "data/tiny_math/train.jsonl"  # JSONL/JSON/parquet file, or a Hub dataset id
+    test: str = "data/tiny_math/test.jsonl"  # held-out set for eval/accuracy ("" = no eval)
+    prompt_column: str = "prompt"
+    answer_column: str = "answer"
+    template: str = "r1_zero"  # a name in rlkit.templates or a format string with {prompt}
+    max_test_examples: int = 0  # 0 = the whole test split
+    shuffle: bool = True
+
+
+@dataclasses.dataclass
+class RolloutConfig:
+    engine: str = "hf"  # hf | vllm
+    num_actors: int = 1  # Ray rollout actors, each with its own engine
+    device: str = "cpu"  # cpu | cuda
+    group_size: int = 8  # G samples per prompt
+    prompts_per_step: int = 8  # B prompts per step; the batch is B*G samples
+    max_new_tokens: int = 96
+    temperature: float = 1.0
+    top_p: float = 1.0
+    eval_temperature: float = 1.0  # 0 = greedy
+    eval_samples: int = 1  # k samples per held-out problem: eval/accuracy is avg@k
+
+
+@dataclasses.dataclass
+class RewardConfig:
+    # reward name (rewards.get) or path/to/file.py:function -> weight
+    weights: dict[str, float] = dataclasses.field(
+        default_factory=lambda: {"math_accuracy": 1.0, "think_format": 1.0}
+    )
+    accuracy: str = "math_accuracy"  # the reward whose mean is reported as accuracy (eval and train)
+
+
+@dataclasses.dataclass
+class AlgoConfig:
+    advantage: str = "grpo"  # grpo | dr_grpo | rloo
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    aggregation: str = "token_mean"  # token_mean | seq_mean | seq_sum_const
+    level: str = "token"  # token | sequence (GSPO)
+    kl_coef: float = 0.0  # beta; > 0 keeps a frozen reference model on the learner
+    kl_kind: str = "k3"
+    entropy_coef: float = 0.0
+    router_aux_coef: float = 0.001  # MoE load-balancing loss coefficient (0 = off)
+
+
+@dataclasses.dataclass
+class LearnerConfig:
+    num_learners: int = 1  # Ray learner actors (ranks); gradients all-reduced through accelerate
+    device: str = "cpu"
+    lr: float = 1e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    micro_batch_size: int = 16  # sequences per forward/backward; the loss is normalised over the whole batch
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
+    threads: int = 1  # torch CPU threads per learner actor
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    output_dir: str = "runs/r1_zero"
+    steps: int = 100
+    seed: int = 0
+    eval_every: int = 10  # also at step 0 and at the end
+    save_every: int = 20
+    resume: bool = False  # continue from the newest checkpoint in output_dir
+    log_every: int = 1
+    ray_address: str = ""  # "" starts a local Ray; "auto" or ray://host:port joins a cluster
+    tensorboard: bool = True
+    report: bool = True  # write report.png at the end

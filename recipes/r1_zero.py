@@ -1,0 +1,170 @@
+"""R1-Zero: reinforcement learning straight from a base model, with rule-based rewards only.
+
+What it does (DeepSeek-R1, arXiv 2501.12948, section 2.2): every step samples a group of G
+completions for each of B prompts in the R1-Zero template, scores only the outcome (answer
+accuracy + think/answer format, equal weights), turns the scores into group-relative
+advantages (GRPO, arXiv 2402.03300), takes one clipped-surrogate optimizer step and pushes
+the new weights to the rollout engines. Rollouts run in Ray actors (transformers engine by
+default), the learner in Ray actors around an accelerate Learner. Held-out accuracy is
+measured at step 0, every `eval_every` steps and at the end.
+
+How it departs from the paper:
+- One policy update per batch (on-policy, so the ratio is 1 at the start of each step) and
+  β = 0 by default (no reference model), as in most open reproductions; set algo.kl_coef > 0
+  for the paper's k3 KL term.
+- Loss aggregation is `token_mean` over the whole batch (DAPO) rather than GRPO's per-sequence
+  mean; `algo.aggregation=seq_mean` restores the paper's.
+- The default config trains the embedded tiny MoE base on a synthetic arithmetic task so the
+  whole loop runs on a 2-core CPU in minutes; the paper trains DeepSeek-V3-Base on math/code.
+
+Launch:
+    rlkit run r1_zero --config recipes/configs/r1_zero_tiny.yaml output_dir=runs/r1_zero_tiny
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import ray
+from tqdm import tqdm
+
+from rlkit import checkpoint
+from rlkit.actors import LearnerGroup, RolloutGroup, init_ray
+from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, RewardConfig, RolloutConfig,
+                          TrainConfig, save)
+from rlkit.data import PromptSource, build_problems, load_rows
+from rlkit.evaluation import evaluate
+from rlkit.logging import MetricsLogger, write_report
+from rlkit.models import context_length, load_tokenizer
+from rlkit.scoring import Scorer, assign_advantages
+from rlkit.types import GenerationRequest, SamplingParams, pack_rollouts
+from rlkit.weight_sync import sync_weights
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class Config(TrainConfig):
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+
+
+def main(cfg: Config) -> None:
+    # ------------------------------------------------------------------------- setup
+    # Everything that can be wrong with the inputs is checked here, before any actor starts.
+    tokenizer = load_tokenizer(cfg.model.path)
+    window = context_length(cfg.model.path)
+    max_prompt = window - cfg.rollout.max_new_tokens if window else None
+    columns = [cfg.data.prompt_column, cfg.data.answer_column]
+    train_rows = load_rows(cfg.data.train, required=columns)
+    train = build_problems(train_rows, tokenizer, prompt_column=cfg.data.prompt_column, template=cfg.data.template,
+                           max_prompt_tokens=max_prompt, source=cfg.data.train)
+    test = []
+    if cfg.data.test:
+        test_rows = load_rows(cfg.data.test, required=columns)
+        if cfg.data.max_test_examples:
+            test_rows = test_rows[: cfg.data.max_test_examples]
+        test = build_problems(test_rows, tokenizer, prompt_column=cfg.data.prompt_column,
+                              template=cfg.data.template, max_prompt_tokens=max_prompt, source=cfg.data.test)
+    _rename_answer(train + test, cfg.data.answer_column)
+    scorer = Scorer(cfg.reward.weights, cfg.reward.accuracy)
+    source = PromptSource(len(train), seed=cfg.seed, shuffle=cfg.data.shuffle)
+    G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
+    sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
+                              top_p=cfg.rollout.top_p)
+    eval_sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens,
+                                   temperature=cfg.rollout.eval_temperature, seed=cfg.seed)
+
+    init_ray(cfg.ray_address)
+    gpu = 1 if cfg.rollout.device == "cuda" else 0
+    rollouts = RolloutGroup(cfg.rollout.num_actors, cfg.rollout.engine,
+                            {"model_path": cfg.model.path, "device": cfg.rollout.device, "dtype": cfg.model.dtype,
+                             "seed": cfg.seed}, num_gpus=gpu)
+    learners = LearnerGroup(cfg.learner.num_learners,
+                            {"model_path": cfg.model.path, "cfg": cfg.learner, "algo": cfg.algo,
+                             "temperature": cfg.rollout.temperature, "max_new_tokens": cfg.rollout.max_new_tokens,
+                             "dtype": cfg.model.dtype, "seed": cfg.seed},
+                            num_gpus=1 if cfg.learner.device == "cuda" else 0)
+
+    start_step = 0
+    resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
+    if resumed_from is not None:
+        start_step = learners.load(str(resumed_from))
+        source.load_state_dict(checkpoint.load_driver_state(resumed_from)["data"])
+        print(f"resumed from {resumed_from} at step {start_step}")
+    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None)
+    if resumed_from is not None:
+        logger.truncate_after(start_step)
+    save(cfg, f"{cfg.output_dir}/config.yaml")
+    sync_weights(learners, rollouts, version=start_step)
+
+    def run_eval() -> dict[str, float]:
+        return evaluate(rollouts.generate, test, accuracy=cfg.reward.accuracy, sampling=eval_sampling,
+                        k=cfg.rollout.eval_samples)
+
+    def save_checkpoint(step: int) -> None:
+        checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learners, tokenizer=tokenizer,
+                        driver_state={"data": source.state_dict(), "step": step})
+
+    # -------------------------------------------------------------------------- loop
+    if start_step == 0 and test:
+        logger.log(0, run_eval())
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="r1_zero", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        problems = [train[i] for i in source.next_batch(B)]
+        requests = [GenerationRequest(prompt_ids=p.prompt_ids, n=G, meta={"problem": p.index}) for p in problems]
+        batch_rollouts = rollouts.generate(requests, sampling)
+        t_gen = time.perf_counter() - t0
+
+        metrics = scorer.score(batch_rollouts, problems, G)
+        metrics.update(assign_advantages(batch_rollouts, G, cfg.algo.advantage))
+        t1 = time.perf_counter()
+        metrics.update(learners.train_step(pack_rollouts(batch_rollouts, tokenizer.pad_token_id)))
+        t_learn = time.perf_counter() - t1
+        t_sync = sync_weights(learners, rollouts, version=step + 1)
+
+        lengths = [r.length for r in batch_rollouts]
+        metrics.update({
+            "response_length/mean": sum(lengths) / len(lengths),
+            "response_length/max": float(max(lengths)),
+            "response_length/truncated": sum(r.truncated for r in batch_rollouts) / len(batch_rollouts),
+            "train/accuracy": sum(r.meta.get("correct", False) for r in batch_rollouts) / len(batch_rollouts),
+            "time/generate_s": t_gen, "time/learn_s": t_learn, "time/sync_s": t_sync,
+            "time/step_s": time.perf_counter() - t0,
+        })
+        done = step + 1
+        if test and (done % cfg.eval_every == 0 or done == cfg.steps):
+            metrics.update(run_eval())
+        if done % cfg.log_every == 0 or "eval/accuracy" in metrics:
+            logger.log(done, metrics)
+        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
+                        len=f"{metrics['response_length/mean']:.0f}")
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            save_checkpoint(done)
+
+    # ----------------------------------------------------------------------- cleanup
+    bar.close()
+    logger.close()
+    if cfg.report:
+        print(f"report: {write_report(logger.path, f'{cfg.output_dir}/report.png', title='R1-Zero (GRPO)')}")
+    final = checkpoint.latest(cfg.output_dir)
+    print(f"checkpoint: {final}")
+    ray.shutdown()
+
+
+def _rename_answer(problems, answer_column: str) -> None:
+    """Reward functions receive the gold answer as `answer`, whatever the dataset calls it."""
+    if answer_column != "answer":
+        for p in problems:
+            p.columns["answer"] = p.columns[answer_column]
+
+
+if __name__ == "__main__":
+    from rlkit.cli import run_recipe_from_argv
+
+    run_recipe_from_argv(Config, main)

@@ -1,0 +1,59 @@
+"""Checkpoints: HF-format weights (usable as-is for eval/serving) plus everything to resume.
+
+Layout: <output_dir>/checkpoints/step_000020/ holds config.json + model.safetensors +
+tokenizer files (save_pretrained), learner_state.pt (optimizer, step, RNG) and
+driver_state.pt (data position, samplers, partial-rollout buffer, driver RNG). A COMPLETE
+marker is written last: a run killed mid-save leaves a directory that `latest` skips.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+MARKER = "COMPLETE"
+
+
+def step_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step_{step:06d}"
+
+
+def save(directory: Path, *, learners, tokenizer, driver_state: dict[str, Any], keep: int = 2) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MARKER).unlink(missing_ok=True)
+    learners.save(str(directory))
+    tokenizer.save_pretrained(directory)
+    state = dict(driver_state)
+    state["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    torch.save(state, directory / "driver_state.pt")
+    (directory / MARKER).write_text("ok\n")
+    _prune(directory.parent, keep)
+    return directory
+
+
+def latest(output_dir: str | Path) -> Path | None:
+    root = Path(output_dir) / "checkpoints"
+    done = sorted(p for p in root.glob("step_*") if (p / MARKER).exists()) if root.is_dir() else []
+    return done[-1] if done else None
+
+
+def load_driver_state(directory: Path) -> dict[str, Any]:
+    state = torch.load(directory / "driver_state.pt", weights_only=False)
+    rng = state.pop("rng")
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    return state
+
+
+def _prune(root: Path, keep: int) -> None:
+    if keep <= 0:
+        return
+    done = sorted(p for p in root.glob("step_*") if (p / MARKER).exists())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)

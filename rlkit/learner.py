@@ -1,0 +1,205 @@
+"""The accelerate learner: forward/backward/step over a TrainBatch, with micro-batching.
+
+Knows nothing of Ray: `rlkit.actors.LearnerActor` wraps it, and the same class runs on CPU,
+one GPU, or N ranks (the rank environment comes from whoever starts it).
+
+Normalisation: the driver passes `total_tokens` / `total_seqs` of the WHOLE generation batch
+(all micro-batches, all ranks), so summing micro-batch losses gives the full-batch loss and
+the gradient does not depend on the micro-batch size or the number of ranks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from rlkit.algo import entropy_from_logits, kl_penalty, policy_loss
+from rlkit.config import AlgoConfig, LearnerConfig
+from rlkit.models import expert_load_metrics, experts_per_token, load_model, num_experts, resolve_dtype
+from rlkit.types import TrainBatch
+
+
+def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float,
+                   *, with_router: bool = False):
+    """Log-prob of each next token. input_ids/attention_mask: [N, L] -> logp [N, L-1], logits, output."""
+    kwargs = {"output_router_logits": True} if with_router else {}
+    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    logits = out.logits[:, :-1, :].float()  # [N, L-1, V]
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, 1:].unsqueeze(2)).squeeze(2)  # [N, L-1]
+    return logp, logits, out
+
+
+class Learner:
+    def __init__(self, model_path: str, cfg: LearnerConfig, algo: AlgoConfig, *, temperature: float = 1.0,
+                 max_new_tokens: int | None = None, dtype: str = "float32", seed: int = 0) -> None:
+        from accelerate import Accelerator
+
+        torch.manual_seed(seed)
+        if cfg.device == "cpu":
+            torch.set_num_threads(max(1, cfg.threads))
+        self.cfg, self.algo = cfg, algo
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.max_new_tokens = max_new_tokens
+        self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+        model = load_model(model_path, dtype=resolve_dtype(dtype))
+        model.config.use_cache = False
+        self.is_moe = num_experts(model) > 0
+        self.top_k = experts_per_token(model)
+        self.ref_model = None
+        if algo.kl_coef > 0:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(self.accelerator.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                      weight_decay=cfg.weight_decay)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.model.train()
+        self.step = 0
+
+    # -- training ------------------------------------------------------------------------
+    def train_step(self, batch: TrainBatch, *, total_tokens: float, total_seqs: int) -> dict[str, float]:
+        """One optimizer step over `batch` (this rank's share of the generation batch)."""
+        device = self.accelerator.device
+        world = self.accelerator.num_processes
+        micro = max(1, self.cfg.micro_batch_size)
+        chunks = [batch.select(slice(i, i + micro)).trim() for i in range(0, len(batch), micro)]
+        sums: dict[str, float] = {}
+        weight_total = 0.0
+        for index, chunk in enumerate(chunks):
+            last = index == len(chunks) - 1
+            sync = self.accelerator.no_sync(self.model) if not last and world > 1 else contextlib.nullcontext()
+            with sync:
+                loss, metrics, tokens = self._micro_step(_to(chunk, device), total_tokens, total_seqs,
+                                                         share=len(chunk) / max(total_seqs, 1))
+                # DDP averages gradients over ranks; our loss is already normalised globally
+                self.accelerator.backward(loss * world)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + v * tokens
+            weight_total += tokens
+        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        out = {k: v / max(weight_total, 1.0) for k, v in sums.items()}
+        out["grad_norm"] = float(grad_norm)
+        out["learner/tokens"] = weight_total
+        return out
+
+    def _micro_step(self, b: TrainBatch, total_tokens: float, total_seqs: int, share: float):
+        algo = self.algo
+        logp, logits, out = token_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
+                                           with_router=self.is_moe)
+        loss, pl_metrics = policy_loss(
+            logp, b.old_logp, b.advantages, b.loss_mask,
+            clip_low=algo.clip_low, clip_high=algo.clip_high, aggregation=algo.aggregation,
+            max_tokens=self.max_new_tokens, level=algo.level, total_tokens=total_tokens,
+            total_seqs=total_seqs, token_weights=b.token_weights,
+        )
+        mask = b.loss_mask
+        tokens = float(mask.sum())
+        metrics = {f"actor/{k}": float(v) for k, v in pl_metrics.items() if k in
+                   ("clip_frac_low", "clip_frac_high", "ratio_mean", "ratio_max")}
+        metrics["actor/pg_loss"] = float(loss.detach()) * total_tokens / max(tokens, 1.0)
+        with torch.no_grad():
+            # train-vs-rollout mismatch: same weights sampled these tokens (on-policy) or older ones
+            delta = (logp.detach() - b.old_logp) * mask
+            metrics["mismatch/abs_logp_diff"] = float(delta.abs().sum() / max(tokens, 1.0))
+            metrics["mismatch/kl"] = float(((-delta).exp() - 1 + delta).mul(mask).sum() / max(tokens, 1.0))
+        if algo.entropy_coef > 0:
+            entropy = entropy_from_logits(logits)  # [N, L-1]
+            loss = loss - algo.entropy_coef * (entropy * mask).sum() / total_tokens
+            metrics["actor/entropy"] = float((entropy.detach() * mask).sum() / max(tokens, 1.0))
+        else:
+            with torch.no_grad():
+                metrics["actor/entropy"] = float((entropy_from_logits(logits.detach()) * mask).sum() / max(tokens, 1.0))
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref_logp, _, _ = token_logprobs(self.ref_model, b.input_ids, b.attention_mask, self.temperature)
+            kl = kl_penalty(logp, ref_logp, kind=algo.kl_kind)  # [N, L-1]
+            loss = loss + algo.kl_coef * (kl * mask).sum() / total_tokens
+            metrics["actor/kl"] = float((kl.detach() * mask).sum() / max(tokens, 1.0))
+        if self.is_moe:
+            aux = getattr(out, "aux_loss", None)
+            if aux is not None and algo.router_aux_coef > 0:
+                loss = loss + algo.router_aux_coef * aux * share
+            if aux is not None:
+                metrics["moe/aux_loss"] = float(aux.detach())
+            if getattr(out, "router_logits", None) is not None:
+                metrics.update(expert_load_metrics(out.router_logits, b.attention_mask, self.top_k))
+        return loss, metrics, tokens
+
+    # -- weights and state ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        model = self.accelerator.unwrap_model(self.model)
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def logprobs(self, batch: TrainBatch) -> torch.Tensor:
+        """Current-policy log-probs of the batch's tokens: [N, L-1] (no grad, eval mode)."""
+        self.model.eval()
+        try:
+            b = _to(batch, self.accelerator.device)
+            logp, _, _ = token_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature)
+        finally:
+            self.model.train()
+        return logp.cpu()
+
+    def save(self, directory: str | Path) -> None:
+        """HF-format weights plus optimizer, step and RNG: enough to continue bit-for-bit."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        if not self.accelerator.is_main_process:
+            return
+        self.accelerator.unwrap_model(self.model).save_pretrained(directory)
+        torch.save(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "step": self.step,
+                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
+            },
+            directory / "learner_state.pt",
+        )
+
+    def load(self, directory: str | Path) -> int:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        weights = {}
+        for shard in sorted(directory.glob("*.safetensors")):
+            weights.update(load_file(shard))
+        model = self.accelerator.unwrap_model(self.model)
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
+        if set(missing) - tied or unexpected:
+            raise RuntimeError(f"checkpoint {directory} does not match the model: missing {missing[:5]}, "
+                               f"unexpected {unexpected[:5]}")
+        if tied:
+            model.tie_weights()
+        state = torch.load(directory / "learner_state.pt", weights_only=False)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        return self.step
+
+
+def _to(b: TrainBatch, device) -> TrainBatch:
+    def mv(t):
+        return None if t is None else t.to(device)
+
+    return TrainBatch(mv(b.input_ids), mv(b.attention_mask), mv(b.loss_mask), mv(b.old_logp), mv(b.advantages),
+                      ref_logp=mv(b.ref_logp), token_weights=mv(b.token_weights), versions=mv(b.versions))
+
+
+def set_rank_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:
+    """The environment accelerate reads to join a process group (set before building a Learner)."""
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": str(world_size),
+                       "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})

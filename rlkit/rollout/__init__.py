@@ -1,0 +1,1 @@
+"""Rollout engines (transformers, vLLM) and partial-rollout bookkeeping."""

@@ -1,0 +1,36 @@
+"""The rollout-engine contract and the registry of engines.
+
+An engine turns token ids (a prompt, or a prompt plus an unfinished completion) into new
+tokens with their sampling log-probabilities, the policy version of every token and a finish
+reason (`stop`, `length`, `budget`, `repeat`). It never computes rewards and never sees the
+optimizer. Engines are selected by name from config (`rollout.engine: hf | vllm`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from rlkit.registry import Registry
+from rlkit.types import GenerationRequest, Rollout, SamplingParams
+
+ENGINES = Registry("rollout engine")
+
+
+class RolloutEngine(Protocol):
+    version: int  # number of weight syncs received; stamped on every sampled token
+
+    def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Rollout]:
+        """One Rollout per sample: `requests[i].n` of them for request i, in request order."""
+        ...
+
+    def load_weights(self, state_dict: dict[str, Any], version: int) -> None:
+        """Replace the policy weights (a full state dict of CPU tensors) and set the version."""
+        ...
+
+
+def make_engine(name: str, **kwargs: Any) -> RolloutEngine:
+    if name == "vllm":  # imported lazily: vLLM is an optional extra and needs a GPU
+        import rlkit.rollout.vllm  # noqa: F401
+    else:
+        import rlkit.rollout.hf  # noqa: F401
+    return ENGINES.get(name)(**kwargs)

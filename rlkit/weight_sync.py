@@ -1,0 +1,20 @@
+"""Learner -> rollout engines weight sync.
+
+The object-store path (the default, and the one that runs on CPU): rank 0 of the learner puts
+a CPU state dict into Ray's object store once and every rollout actor reads it from there
+(zero-copy for actors on the same node). The version number is stamped on every token the
+engines sample afterwards, which is what partial rollouts use to tell stale tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rlkit.actors import LearnerGroup, RolloutGroup
+
+
+def sync_weights(learners: LearnerGroup, rollouts: RolloutGroup, version: int) -> float:
+    """Push the learner's current weights to every engine; returns the seconds it took."""
+    start = time.perf_counter()
+    rollouts.load_weights(learners.state_dict_ref(), version)
+    return time.perf_counter() - start
