@@ -14,6 +14,7 @@ from typing import Any
 import ray
 import torch
 
+from rlkit.algo import loss_normalizers
 from rlkit.types import GenerationRequest, Rollout, SamplingParams, TrainBatch
 
 
@@ -126,10 +127,11 @@ class LearnerGroup:
         ]
 
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        total_tokens = float(batch.loss_mask.sum())
-        total_seqs = len(batch)
+        norms = loss_normalizers(batch.loss_mask)  # counted over the whole batch, before the split
+        total_tokens, total_seqs = float(norms["total_tokens"]), int(norms["total_seqs"])
+        total_rows = len(batch)
         n = len(self.actors)
-        bounds = [round(i * total_seqs / n) for i in range(n + 1)]
+        bounds = [round(i * total_rows / n) for i in range(n + 1)]
         refs = [actor.train_step.remote(batch.select(slice(bounds[r], bounds[r + 1])), total_tokens, total_seqs)
                 for r, actor in enumerate(self.actors)]
         results = ray.get(refs)

@@ -77,7 +77,7 @@ class Learner:
             sync = self.accelerator.no_sync(self.model) if not last and world > 1 else contextlib.nullcontext()
             with sync:
                 loss, metrics, tokens = self._micro_step(_to(chunk, device), total_tokens, total_seqs,
-                                                         share=len(chunk) / max(total_seqs, 1))
+                                                         share=len(chunk) / (len(batch) * world))
                 # DDP averages gradients over ranks; our loss is already normalised globally
                 self.accelerator.backward(loss * world)
             for k, v in metrics.items():
@@ -168,20 +168,12 @@ class Learner:
         )
 
     def load(self, directory: str | Path) -> int:
-        from safetensors.torch import load_file
-
         directory = Path(directory)
-        weights = {}
-        for shard in sorted(directory.glob("*.safetensors")):
-            weights.update(load_file(shard))
         model = self.accelerator.unwrap_model(self.model)
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        tied = {k for k in missing if "lm_head" in k and getattr(model.config, "tie_word_embeddings", False)}
-        if set(missing) - tied or unexpected:
-            raise RuntimeError(f"checkpoint {directory} does not match the model: missing {missing[:5]}, "
-                               f"unexpected {unexpected[:5]}")
-        if tied:
-            model.tie_weights()
+        # from_pretrained undoes the on-disk layout conversions (e.g. fused MoE experts)
+        saved = load_model(str(directory), dtype=next(model.parameters()).dtype)
+        model.load_state_dict(saved.state_dict())
+        del saved
         state = torch.load(directory / "learner_state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
