@@ -103,16 +103,20 @@ class HFEngine:
 
         samples = [(req, k) for req in requests for k in range(req.n)]
         num = len(samples)
-        budgets = []
+        budgets, caps = [], []
         for req, _ in samples:
-            left = sampling.max_new_tokens - len(req.prefix_ids)
+            # meta["max_new_tokens"] lowers the completion cap for one request (e.g. a target length)
+            caps.append(min(sampling.max_new_tokens, int(req.meta.get("max_new_tokens", sampling.max_new_tokens))))
+            left = caps[-1] - len(req.prefix_ids)
             budgets.append(min(left, sampling.token_budget) if sampling.token_budget is not None else left)
         new_tokens: list[list[int]] = [[] for _ in range(num)]
         new_logps: list[list[float]] = [[] for _ in range(num)]
         finish: list[str | None] = [None] * num
         for s in range(num):
             if budgets[s] <= 0:
-                finish[s] = FINISH_LENGTH if sampling.token_budget is None or budgets[s] < 0 else FINISH_BUDGET
+                # nothing left under the cap is "length" (a prefix already at the cap must not come back as
+                # "budget", or a partial-rollout buffer would resume it forever); else a budget of 0
+                finish[s] = FINISH_LENGTH if caps[s] <= len(samples[s][0].prefix_ids) else FINISH_BUDGET
         active = torch.tensor([f is None for f in finish], device=self.device)
         alive = torch.arange(num, device=self.device)[active]  # [A] sample index of each cache row
         if alive.numel() < num:
@@ -136,7 +140,7 @@ class HFEngine:
                     reason = FINISH_REPEAT
                 elif len(new_tokens[s]) >= budgets[s]:
                     total = len(samples[s][0].prefix_ids) + len(new_tokens[s])
-                    reason = FINISH_LENGTH if total >= sampling.max_new_tokens else FINISH_BUDGET
+                    reason = FINISH_LENGTH if total >= caps[s] else FINISH_BUDGET
                 if reason is not None:
                     finish[s] = reason
                     done_rows.append(row)
