@@ -1,0 +1,61 @@
+"""The first Python code that runs inside the sandbox, before the untrusted program.
+
+It is not imported on the host: `sandbox.runner` reads this file's text and passes
+it to the interpreter with ``-c``. It must therefore stand alone (standard library
+only) and stay cheap: every sandboxed run pays for its imports.
+
+argv (after ``-c``): cpu_s memory_bytes max_processes max_file_bytes max_open_files
+uid gid program_path workdir. ``memory_bytes`` 0 means no address-space limit;
+``uid`` -1 means keep the current uid (user-namespace mode, where the kernel
+already counts processes per sandbox).
+"""
+
+import os
+import resource
+import sys
+
+
+def _limit_and_drop(argv):
+    cpu_s, memory, nproc, fsize, nofile, uid, gid = (int(a) for a in argv[:7])
+    # The hard CPU limit sits one second above the soft one so that a spinning
+    # program first gets SIGXCPU (reported as a timeout) rather than SIGKILL.
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
+    if memory > 0:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if uid >= 0:
+        # Root on the host runs bwrap without a user namespace; RLIMIT_NPROC is
+        # ignored for uid 0, so the program gets a uid of its own. The change of
+        # uid also clears every capability this process was started with.
+        os.setgroups([])
+        os.setresgid(gid, gid, gid)
+        os.setresuid(uid, uid, uid)
+
+
+def _run_program(path, workdir):
+    import builtins
+
+    main = type(sys)("__main__")
+    main.__file__ = path
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.argv = [path]
+    sys.path.insert(0, workdir)
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        exec(compile(source, path, "exec", dont_inherit=True), main.__dict__)
+    except SystemExit:
+        raise
+    except BaseException as err:
+        # Show the program's own frames only, as `python main.py` would.
+        err.__traceback__ = err.__traceback__.tb_next
+        sys.excepthook(type(err), err, err.__traceback__)
+        raise SystemExit(1) from None
+
+
+_limit_and_drop(sys.argv[1:])
+_run_program(sys.argv[8], sys.argv[9])
