@@ -262,3 +262,30 @@ class TrainConfig:
     ray_address: str = ""  # "" starts a local Ray; "auto" or ray://host:port joins a cluster
     tensorboard: bool = True
     report: bool = True  # write report.png at the end
+
+
+@dataclasses.dataclass
+class ShapingConfig:
+    kimi_length_coef: float = 0.0  # weight of the Kimi k1.5 length reward (0 = off)
+    kimi_length_warmup: int = 0  # steps trained without it first
+    overlong_buffer: int = 0  # DAPO soft overlong punishment: L_cache tokens (0 = off)
+    overlong_max: int = 0  # its L_max (0 = rollout.max_new_tokens)
+    overlong_coef: float = 1.0
+    overlong_filter: bool = False  # mask truncated samples out of the loss
+
+
+@dataclasses.dataclass
+class SamplingConfig:
+    prompt_order: str = "shuffle"  # shuffle | in_order | prioritized (k1.5) | curriculum (k1.5)
+    difficulty_column: str = "difficulty"  # for curriculum
+    dynamic: bool = False  # DAPO: drop groups with equal rewards, refill until the batch is full
+    max_rounds: int = 4  # generation rounds per step for dynamic sampling (then train on what there is)
+
+
+@dataclasses.dataclass
+class PartialConfig:
+    enabled: bool = False  # Kimi k1.5 partial rollouts
+    token_budget: int = 32  # new tokens per trajectory per iteration
+    max_staleness: int = 4  # versions behind before an unfinished trajectory is restarted
+    stale_mode: str = "mask"  # mask | importance: how tokens from older policies enter the loss
+    is_cap: float = 2.0  # truncation cap of the importance weights
