@@ -31,14 +31,18 @@ from tqdm import tqdm
 
 from rlkit import checkpoint
 from rlkit.actors import LearnerGroup, RolloutGroup, init_ray
-from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, RewardConfig, RolloutConfig,
-                          TrainConfig, save)
-from rlkit.data import PromptSource, build_problems, load_rows
+from rlkit.collect import Collector
+from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, PartialConfig, RewardConfig,
+                          RolloutConfig, SamplingConfig, ShapingConfig, TrainConfig, save)
+from rlkit.data import build_problems, load_rows
 from rlkit.evaluation import evaluate
 from rlkit.logging import MetricsLogger, write_report
 from rlkit.models import context_length, load_tokenizer
+from rlkit.prompt_samplers import make_prompt_sampler
+from rlkit.rollout.partial import PartialRolloutBuffer, adjust_stale_tokens, stale_token_metrics
 from rlkit.scoring import Scorer, assign_advantages
-from rlkit.types import GenerationRequest, SamplingParams, pack_rollouts
+from rlkit.shaping import filter_overlong, shape_rewards
+from rlkit.types import SamplingParams, pack_rollouts
 from rlkit.weight_sync import sync_weights
 
 
@@ -51,6 +55,9 @@ class Config(TrainConfig):
     reward: RewardConfig = field(default_factory=RewardConfig)
     algo: AlgoConfig = field(default_factory=AlgoConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
+    shaping: ShapingConfig = field(default_factory=ShapingConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    partial: PartialConfig = field(default_factory=PartialConfig)
 
 
 def main(cfg: Config) -> None:
@@ -72,8 +79,13 @@ def main(cfg: Config) -> None:
                               template=cfg.data.template, max_prompt_tokens=max_prompt, source=cfg.data.test)
     _rename_answer(train + test, cfg.data.answer_column)
     scorer = Scorer(cfg.reward.weights, cfg.reward.accuracy)
-    source = PromptSource(len(train), seed=cfg.seed, shuffle=cfg.data.shuffle)
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
+    sampler = make_prompt_sampler(cfg.sampling.prompt_order, train, seed=cfg.seed,
+                                  difficulty_column=cfg.sampling.difficulty_column)
+    partial = None
+    if cfg.partial.enabled:
+        partial = PartialRolloutBuffer(cfg.partial.token_budget, max_staleness=cfg.partial.max_staleness,
+                                       max_new_tokens=cfg.rollout.max_new_tokens)
     sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens, temperature=cfg.rollout.temperature,
                               top_p=cfg.rollout.top_p)
     eval_sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens,
@@ -90,11 +102,15 @@ def main(cfg: Config) -> None:
                              "dtype": cfg.model.dtype, "seed": cfg.seed},
                             num_gpus=1 if cfg.learner.device == "cuda" else 0)
 
+    collector = Collector(rollouts.generate, train, scorer, sampler, group_size=G, groups_per_step=B,
+                          sampling=sampling, dynamic=cfg.sampling.dynamic, max_rounds=cfg.sampling.max_rounds,
+                          partial=partial)
+
     start_step = 0
     resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
     if resumed_from is not None:
         start_step = learners.load(str(resumed_from))
-        source.load_state_dict(checkpoint.load_driver_state(resumed_from)["data"])
+        collector.load_state_dict(checkpoint.load_driver_state(resumed_from)["collector"])
         print(f"resumed from {resumed_from} at step {start_step}")
     logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None)
     if resumed_from is not None:
@@ -108,7 +124,7 @@ def main(cfg: Config) -> None:
 
     def save_checkpoint(step: int) -> None:
         checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learners, tokenizer=tokenizer,
-                        driver_state={"data": source.state_dict(), "step": step})
+                        driver_state={"collector": collector.state_dict(), "step": step})
 
     # -------------------------------------------------------------------------- loop
     if start_step == 0 and test:
@@ -116,15 +132,25 @@ def main(cfg: Config) -> None:
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="r1_zero", dynamic_ncols=True)
     for step in bar:
         t0 = time.perf_counter()
-        problems = [train[i] for i in source.next_batch(B)]
-        requests = [GenerationRequest(prompt_ids=p.prompt_ids, n=G, meta={"problem": p.index}) for p in problems]
-        batch_rollouts = rollouts.generate(requests, sampling)
-        t_gen = time.perf_counter() - t0
-
-        metrics = scorer.score(batch_rollouts, problems, G)
+        # the engines hold weights of version `step` (one sync per step), the learner too
+        groups, metrics = collector.collect(version=step)
+        batch_rollouts = [r for g in groups for r in g]
+        metrics.update(shape_rewards(batch_rollouts, cfg.shaping, step=step, group_size=G,
+                                     max_new_tokens=cfg.rollout.max_new_tokens))
         metrics.update(assign_advantages(batch_rollouts, G, cfg.algo.advantage))
+
         t1 = time.perf_counter()
-        metrics.update(learners.train_step(pack_rollouts(batch_rollouts, tokenizer.pad_token_id)))
+        batch = pack_rollouts(batch_rollouts, tokenizer.pad_token_id)
+        if cfg.shaping.overlong_filter:
+            batch, filtered = filter_overlong(batch, batch_rollouts)
+            metrics.update(filtered)
+        if partial is not None:
+            proximal = learners.logprobs(batch) if cfg.partial.stale_mode == "importance" else None
+            adjusted = adjust_stale_tokens(batch, step, cfg.partial.stale_mode, proximal_logp=proximal,
+                                           cap=cfg.partial.is_cap)
+            metrics.update(stale_token_metrics(batch, adjusted, step))
+            batch = adjusted
+        metrics.update(learners.train_step(batch))
         t_learn = time.perf_counter() - t1
         t_sync = sync_weights(learners, rollouts, version=step + 1)
 
@@ -134,7 +160,7 @@ def main(cfg: Config) -> None:
             "response_length/max": float(max(lengths)),
             "response_length/truncated": sum(r.truncated for r in batch_rollouts) / len(batch_rollouts),
             "train/accuracy": sum(r.meta.get("correct", False) for r in batch_rollouts) / len(batch_rollouts),
-            "time/generate_s": t_gen, "time/learn_s": t_learn, "time/sync_s": t_sync,
+            "time/learn_s": t_learn, "time/sync_s": t_sync,
             "time/step_s": time.perf_counter() - t0,
         })
         done = step + 1

@@ -130,6 +130,8 @@ class LearnerGroup:
         norms = loss_normalizers(batch.loss_mask)  # counted over the whole batch, before the split
         total_tokens, total_seqs = float(norms["total_tokens"]), int(norms["total_seqs"])
         total_rows = len(batch)
+        if total_tokens == 0:  # everything masked (e.g. all truncated and filtered): nothing to learn
+            return {"learner/skipped": 1.0, "learner/tokens": 0.0}
         n = len(self.actors)
         bounds = [round(i * total_rows / n) for i in range(n + 1)]
         refs = [actor.train_step.remote(batch.select(slice(bounds[r], bounds[r + 1])), total_tokens, total_seqs)

@@ -198,7 +198,6 @@ class DataConfig:
     answer_column: str = "answer"
     template: str = "r1_zero"  # a name in rlkit.templates or a format string with {prompt}
     max_test_examples: int = 0  # 0 = the whole test split
-    shuffle: bool = True
 
 
 @dataclasses.dataclass

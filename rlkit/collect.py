@@ -1,0 +1,96 @@
+"""One step's worth of scored GRPO groups: prompt choice, generation rounds, rewards.
+
+Plain GRPO is one round: B prompts x G samples, scored. Two options add rounds:
+- partial rollouts (Kimi k1.5): each round gives every trajectory `token_budget` new tokens;
+  unfinished ones wait in the `PartialRolloutBuffer` and groups come out once all members end.
+  New groups are started so that B groups are in flight.
+- dynamic sampling (DAPO): groups whose rewards are all equal (zero advantage) are dropped.
+Either way rounds repeat until B groups are gathered, or `max_rounds` is reached with at least
+one group (then the step trains on what it has and says so in `batch/groups`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from rlkit.algo import dynamic_sampling_mask
+from rlkit.data import Problem
+from rlkit.prompt_samplers import PromptSampler
+from rlkit.rollout.partial import PartialRolloutBuffer
+from rlkit.scoring import Scorer
+from rlkit.types import GenerationRequest, Rollout, SamplingParams
+
+# Without any complete group a step has nothing to learn from, so rounds go on past max_rounds
+# up to this many before giving up with an error (e.g. every sample truncated mid-group forever).
+HARD_ROUND_LIMIT = 64
+
+
+class Collector:
+    def __init__(self, generate: Callable[[list[GenerationRequest], SamplingParams], list[Rollout]],
+                 problems: list[Problem], scorer: Scorer, sampler: PromptSampler, *, group_size: int,
+                 groups_per_step: int, sampling: SamplingParams, dynamic: bool = False, max_rounds: int = 1,
+                 partial: PartialRolloutBuffer | None = None) -> None:
+        self.generate, self.problems, self.scorer, self.sampler = generate, problems, scorer, sampler
+        self.group_size, self.groups_per_step = group_size, groups_per_step
+        self.sampling = partial.sampling(sampling) if partial is not None else sampling
+        self.dynamic, self.partial = dynamic, partial
+        self.max_rounds = max(1, max_rounds) if (dynamic or partial is not None) else 1
+
+    def collect(self, version: int) -> tuple[list[list[Rollout]], dict[str, float]]:
+        """Scored groups (each G rollouts of one problem, rewards set) and this step's metrics."""
+        G = self.group_size
+        kept: list[list[Rollout]] = []
+        sums: dict[str, float] = {}
+        scored_samples = dropped = rounds = 0
+        t_gen = 0.0
+        while len(kept) < self.groups_per_step:
+            rounds += 1
+            in_flight = self.partial.num_incomplete_groups if self.partial is not None else 0
+            ids = self.sampler.next_batch(max(0, self.groups_per_step - in_flight))
+            new = [GenerationRequest(self.problems[i].prompt_ids, n=G, meta={"problem": i}) for i in ids]
+            requests = self.partial.requests_for_step(new, version) if self.partial is not None else new
+            t0 = time.perf_counter()
+            rollouts = self.generate(requests, self.sampling)
+            t_gen += time.perf_counter() - t0
+            if self.partial is not None:
+                groups = self.partial.add(rollouts, version)
+            else:
+                groups = [rollouts[i : i + G] for i in range(0, len(rollouts), G)]
+            if groups:
+                flat = [r for g in groups for r in g]
+                metrics = self.scorer.score(flat, [self.problems[g[0].meta["problem"]] for g in groups], G)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v * len(flat)
+                scored_samples += len(flat)
+                self.sampler.update([g[0].meta["problem"] for g in groups],
+                                    [sum(r.meta.get("correct", False) for r in g) / G for g in groups])
+                if self.dynamic:
+                    informative = dynamic_sampling_mask([r.reward for r in flat], G).tolist()
+                    dropped += informative.count(False)
+                    groups = [g for g, keep in zip(groups, informative) if keep]
+                kept.extend(groups)
+            if rounds >= self.max_rounds and kept:
+                break
+            if rounds >= HARD_ROUND_LIMIT:
+                raise RuntimeError(f"no complete, informative group after {rounds} generation rounds; "
+                                   "check the token budget, max_new_tokens and the rewards")
+        kept = kept[: max(self.groups_per_step, 1)] if self.dynamic else kept
+        out = {k: v / scored_samples for k, v in sums.items()} if scored_samples else {}
+        out.update({"batch/groups": float(len(kept)), "batch/rounds": float(rounds), "time/generate_s": t_gen})
+        if self.dynamic:
+            out["batch/dropped_groups"] = float(dropped)
+        if self.partial is not None:
+            out.update(self.partial.metrics())
+        return kept, out
+
+    def state_dict(self) -> dict:
+        state = {"sampler": self.sampler.state_dict()}
+        if self.partial is not None:
+            state["partial"] = self.partial.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state["sampler"])
+        if self.partial is not None and "partial" in state:
+            self.partial.load_state_dict(state["partial"])
