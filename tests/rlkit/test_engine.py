@@ -59,3 +59,15 @@ def test_prompt_longer_than_context_is_refused_naming_sizes(engine):
     long_prompt = [engine.tokenizer.convert_tokens_to_ids("1")] * 120  # context is 128 positions
     with pytest.raises(ValueError, match="exceeds the model context of 128"):
         engine.generate([GenerationRequest(long_prompt)], SamplingParams(max_new_tokens=16))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_engine_logprobs_equal_fresh_forward(random_tiny_model):
+    engine = HFEngine(random_tiny_model, device="cuda", seed=0)
+    rollouts = engine.generate(_requests(engine), SamplingParams(max_new_tokens=16, seed=1))
+    batch = pack_rollouts(rollouts, engine.pad_id)
+    with torch.no_grad():
+        fresh, _, _ = token_logprobs(engine.model, batch.input_ids.cuda(), batch.attention_mask.cuda(), 1.0)
+    mask = batch.loss_mask.bool()
+    torch.testing.assert_close(fresh.cpu()[mask], batch.old_logp[mask], atol=1e-3, rtol=0)
