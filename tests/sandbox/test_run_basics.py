@@ -69,7 +69,7 @@ def test_site_packages_opt_in_reaches_installed_packages():
 
 @needs_bwrap
 def test_setup_failure_is_sandbox_error(monkeypatch):
-    monkeypatch.setattr(runner._bwrap, "_system_mounts", lambda: ("--ro-bind", "/no/such/dir-rlkit", "/x"))
+    monkeypatch.setattr(runner._bwrap, "_system_mounts", lambda site_packages: ("--ro-bind", "/no/such/dir-rlkit", "/x"))
     r = sandbox.run("print(1)")
     assert r.status == "sandbox_error" and r.exit_code is None
     assert "/no/such/dir-rlkit" in r.stderr  # bwrap names the path it could not mount
@@ -114,3 +114,28 @@ def test_bad_arguments_name_the_culprit(kwargs, word):
 def test_code_must_be_a_string():
     with pytest.raises(TypeError, match="code must be Python source"):
         sandbox.run(b"print(1)")
+
+
+@needs_bwrap
+def test_shutdown_still_joins_threads_runs_atexit_and_flushes():
+    # The launcher skips the interpreter's teardown but keeps what a program sees.
+    code = """
+import atexit, sys, threading, time
+atexit.register(print, "atexit ran")
+def late():
+    time.sleep(0.2)
+    print("thread joined")
+threading.Thread(target=late).start()
+sys.stdout.write("no newline, ")
+"""
+    r = sandbox.run(code, timeout_s=5.0)
+    assert (r.status, r.stdout) == ("ok", "no newline, thread joined\natexit ran\n")
+
+
+@needs_bwrap
+def test_system_exit_arguments_map_like_the_interpreter():
+    # exit(300) is 300 mod 256 = 44; a string is printed to stderr with status 1.
+    assert sandbox.run("import sys; sys.exit(300)").exit_code == 44
+    r = sandbox.run("import sys; sys.exit('bye')")
+    assert (r.exit_code, r.stderr) == (1, "bye\n")
+    assert sandbox.run("import sys; sys.exit()").status == "ok"
