@@ -14,7 +14,9 @@ import contextlib
 import copy
 import os
 import random
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,6 +37,54 @@ def token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     if temperature > 0 and temperature != 1.0:
         logits = logits / temperature
     logp = torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, 1:].unsqueeze(2)).squeeze(2)  # [N, L-1]
+    return logp, logits, out
+
+
+MIN_SHARED_PREFIX = 16  # fewer common leading tokens than this: one plain forward is as cheap
+
+
+def shared_prefix_len(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> int:
+    """Leading tokens common to every (right-padded) row, leaving each row at least one token of its own."""
+    if input_ids.shape[0] < 2 or bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        return 0  # one row, or not right-padded
+    same = int((input_ids == input_ids[:1]).all(dim=0).long().cumprod(dim=0).sum())
+    return max(0, min(same, int(attention_mask.sum(dim=1).min()) - 1))
+
+
+def shared_prefix_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float,
+                           prefix_len: int, *, with_router: bool = False):
+    """`token_logprobs` for right-padded rows that all begin with the same `prefix_len` tokens (the prompt
+    template): the prefix runs once and its key/value cache, kept in the autograd graph, is shared by every
+    row, so log-probs and gradients equal a full forward's up to float error for a fraction of the tokens.
+    With `with_router` the returned output carries the whole batch's router logits and load-balancing loss
+    (prefix tokens counted once per row, as in a full forward). Returns None where that cannot be done
+    (an MoE model whose module has no `load_balancing_loss_func`); the caller then runs `token_logprobs`."""
+    n, length = input_ids.shape
+    p = prefix_len
+    aux_fn = None
+    if with_router:
+        aux_fn = getattr(sys.modules.get(type(model).__module__), "load_balancing_loss_func", None)
+        if aux_fn is None:
+            return None
+    kwargs = {"output_router_logits": True} if with_router else {}
+    pre = model(input_ids=input_ids[:1, :p], use_cache=True, **kwargs)
+    cache = pre.past_key_values
+    cache.batch_repeat_interleave(n)  # differentiable: every row's gradient flows back into the one prefix pass
+    positions = torch.arange(p, length, device=input_ids.device).unsqueeze(0).expand(n, -1)  # [N, L-P]
+    # no attention mask: rows are right-padded, so under the causal mask no real token sees a pad
+    suf = model(input_ids=input_ids[:, p:], position_ids=positions, past_key_values=cache, use_cache=True, **kwargs)
+    logits = torch.cat([pre.logits.expand(n, -1, -1), suf.logits], dim=1)[:, :-1, :].float()  # [N, L-1, V]
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, 1:].unsqueeze(2)).squeeze(2)  # [N, L-1]
+    out = SimpleNamespace(logits=None, aux_loss=None, router_logits=None)
+    if with_router:
+        router = tuple(  # per layer [N*L, E], rows in the order a full forward would give them
+            torch.cat([a.reshape(1, p, -1).expand(n, -1, -1), b.reshape(n, length - p, -1)], dim=1).flatten(0, 1)
+            for a, b in zip(pre.router_logits, suf.router_logits)
+        )
+        out.router_logits = router
+        out.aux_loss = aux_fn(router, router[0].shape[-1], experts_per_token(model), attention_mask)
     return logp, logits, out
 
 
@@ -69,6 +119,9 @@ class Learner:
         device = self.accelerator.device
         world = self.accelerator.num_processes
         micro = max(1, self.cfg.micro_batch_size)
+        # micro-batches of similar lengths pad less; the loss is normalised over the whole batch, so the
+        # order changes no gradient
+        batch = batch.select(torch.argsort(batch.attention_mask.sum(dim=1), descending=True, stable=True))
         chunks = [batch.select(slice(i, i + micro)).trim() for i in range(0, len(batch), micro)]
         sums: dict[str, float] = {}
         weight_total = 0.0
@@ -94,8 +147,17 @@ class Learner:
 
     def _micro_step(self, b: TrainBatch, total_tokens: float, total_seqs: int, share: float):
         algo = self.algo
-        logp, logits, out = token_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
-                                           with_router=self.is_moe)
+        result = None
+        prefix = shared_prefix_len(b.input_ids, b.attention_mask)
+        # the shared prefix takes two forwards before one backward, which DDP (several ranks) does not allow
+        if (prefix >= MIN_SHARED_PREFIX and self.accelerator.num_processes == 1
+                and not _checkpointing(self.model)):
+            result = shared_prefix_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature, prefix,
+                                            with_router=self.is_moe)
+        if result is None:
+            result = token_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
+                                    with_router=self.is_moe)
+        logp, logits, out = result
         loss, pl_metrics = policy_loss(
             logp, b.old_logp, b.advantages, b.loss_mask,
             clip_low=algo.clip_low, clip_high=algo.clip_high, aggregation=algo.aggregation,
@@ -181,6 +243,14 @@ class Learner:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         return self.step
+
+
+def _checkpointing(model) -> bool:
+    """Whether activation (gradient) checkpointing is on: it turns the KV cache off, so no shared prefix."""
+    for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):  # the newer spelling first
+        if hasattr(type(model), name):
+            return bool(getattr(model, name))
+    return False
 
 
 def _to(b: TrainBatch, device) -> TrainBatch:
