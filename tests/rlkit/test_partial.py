@@ -123,6 +123,22 @@ def test_versions_are_tracked_per_token_across_segments(engine):
     assert r.versions == [j // 4 for j in range(r.length)]
 
 
+def test_a_resumed_long_prefix_next_to_a_fresh_prompt_samples_as_each_alone(engine):
+    # the batch an iteration really makes: prompt + 12-token prefix beside a bare prompt, so the
+    # contexts differ by more than 2x in length and the short one sits behind a lot of padding
+    fresh, long = _prompts(engine)[0].prompt_ids, _prompts(engine)[1].prompt_ids
+    head = engine.generate([GenerationRequest(long)], SamplingParams(max_new_tokens=12, temperature=0.0))[0]
+    resumed = GenerationRequest(long, prefix_ids=head.completion_ids, prefix_logprobs=head.logprobs,
+                                prefix_versions=head.versions)
+    sampling = SamplingParams(max_new_tokens=20, token_budget=6, temperature=0.0)
+    together = engine.generate([resumed, GenerationRequest(fresh)], sampling)
+    alone = engine.generate([resumed], sampling) + engine.generate([GenerationRequest(fresh)], sampling)
+    assert len(together[0].completion_ids) > 12 and len(together[1].completion_ids) > 0
+    for a, b in zip(together, alone):
+        assert a.completion_ids == b.completion_ids
+        torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-4, rtol=0)
+
+
 def test_request_cap_in_meta_ends_with_length_and_a_prefix_at_the_cap_is_not_resumed(engine):
     prompt = _prompts(engine)[0].prompt_ids
     capped = GenerationRequest(prompt, meta={"max_new_tokens": 3})
