@@ -48,14 +48,7 @@ environment: rlimits, a temporary working directory, a cleared environment and a
 killed process group only. That mode is for trusted code and development.
 """
 
-from sandbox.runner import (
-    DEFAULT_OUTPUT_LIMIT,
-    STATUSES,
-    UNSAFE_ENV,
-    Result,
-    SandboxUnavailableError,
-    available,
-    run,
-)
+from sandbox.result import STATUSES, Result
+from sandbox.runner import DEFAULT_OUTPUT_LIMIT, UNSAFE_ENV, SandboxUnavailableError, available, run
 
 __all__ = ["DEFAULT_OUTPUT_LIMIT", "STATUSES", "UNSAFE_ENV", "Result", "SandboxUnavailableError", "available", "run"]

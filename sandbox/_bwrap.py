@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 WORKDIR = "/sandbox"
 PROGRAM_PATH = "/run/main.py"
 LAUNCHER_PATH = "/run/launcher.pyc"
+LIBRARY_DIR = "/run/lib"
 _NOBODY = 65534
 # Host uids handed to sandboxed programs when we are root: far above the ranges
 # that distributions and subordinate-uid maps use, so no real account shares them.
@@ -102,12 +103,14 @@ _DEVICES = ("--perms", "0755", "--dir", "/dev", "--dev-bind", "/dev/null", "/dev
 
 
 def command(*, status_fd: int, launcher_fd: int, program_fd: int, files: list[tuple[int, str]],
-            disk_bytes: int, site_packages: bool, python_args: list[str]) -> list[str]:
+            libraries: list[tuple[int, str]], disk_bytes: int, site_packages: bool,
+            python_args: list[str]) -> list[str]:
     """bwrap argv that runs ``python_args`` (an interpreter command line) isolated.
 
-    ``launcher_fd`` (compiled launcher), ``program_fd`` and each ``(fd,
-    relative_name)`` in ``files`` are readable file descriptors whose content bwrap
-    copies into the sandbox's tmpfs, at LAUNCHER_PATH, PROGRAM_PATH and WORKDIR.
+    ``launcher_fd`` (compiled launcher), ``program_fd``, each ``(fd, name)`` in
+    ``files`` and in ``libraries`` are readable file descriptors whose content
+    bwrap copies into the sandbox, at LAUNCHER_PATH, PROGRAM_PATH, under WORKDIR
+    (writable) and under LIBRARY_DIR (read-only to the program).
     """
     bwrap = bwrap_path()
     if bwrap is None:
@@ -133,5 +136,7 @@ def command(*, status_fd: int, launcher_fd: int, program_fd: int, files: list[tu
              "--perms", "0444", "--file", str(program_fd), PROGRAM_PATH]
     for fd, name in files:
         args += ["--perms", "0666", "--file", str(fd), f"{WORKDIR}/{name}"]
+    for fd, name in libraries:
+        args += ["--perms", "0444", "--file", str(fd), f"{LIBRARY_DIR}/{name}"]
     args += ["--chdir", WORKDIR, "--", *python_args]
     return args

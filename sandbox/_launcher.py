@@ -1,11 +1,11 @@
 """The first Python code that runs inside the sandbox, before the untrusted program.
 
-It is not imported on the host: `sandbox.runner` reads this file's text and passes
-it to the interpreter with ``-c``. It must therefore stand alone (standard library
+It is not imported on the host: `sandbox.runner` compiles this file and ships the
+bytecode into the sandbox, where the interpreter runs it as its script. It must therefore stand alone (standard library
 only) and stay cheap: every sandboxed run pays for its imports.
 
-argv (after ``-c``): cpu_s memory_bytes max_processes max_file_bytes max_open_files
-uid gid program_path workdir. ``memory_bytes`` 0 means no address-space limit;
+argv: cpu_s memory_bytes max_processes max_file_bytes max_open_files uid gid
+program_path workdir library_dir (empty: none). ``memory_bytes`` 0 means no address-space limit;
 ``uid`` -1 means keep the current uid (user-namespace mode, where the kernel
 already counts processes per sandbox).
 """
@@ -85,7 +85,7 @@ def _finish(status):
     os._exit(status)
 
 
-def _run_program(path, workdir):
+def _run_program(path, workdir, library_dir):
     import builtins
 
     main = type(sys)("__main__")
@@ -94,6 +94,8 @@ def _run_program(path, workdir):
     sys.modules["__main__"] = main
     sys.argv = [path]
     sys.path.insert(0, workdir)
+    if library_dir:
+        sys.path.insert(1, library_dir)
     with open(path, "rb") as f:
         source = f.read()
     try:
@@ -113,4 +115,4 @@ def _run_program(path, workdir):
 
 _signal.signal(_signal.SIGXCPU, _on_cpu_limit)
 _limit_and_drop(sys.argv[1:])
-_finish(_run_program(sys.argv[8], sys.argv[9]))
+_finish(_run_program(sys.argv[8], sys.argv[9], sys.argv[10]))

@@ -1,20 +1,18 @@
 """Run one Python program in the sandbox and report how it ended.
 
-Starts bwrap (or, in the opt-in unsafe mode, a bare interpreter), feeds stdin from
-a memory file, reads stdout/stderr incrementally up to a cap, enforces the wall
-clock, and kills the whole sandbox on timeout. Thread-safe: concurrent calls share
-nothing but read-only caches.
+Prepares what goes into the sandbox (the program, stdin and files as memory
+files, the compiled launcher and libraries), starts bwrap (or, in the opt-in
+unsafe mode, a bare interpreter) and hands the process to `sandbox._watch`.
+Thread-safe: concurrent calls share nothing but read-only caches.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.util
-import json
 import marshal
 import os
-import selectors
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,55 +21,15 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from sandbox import _bwrap
+from sandbox._watch import Watch
+from sandbox.result import Result
 
-STATUSES = ("ok", "error", "timeout", "memory", "killed", "sandbox_error")
 UNSAFE_ENV = "RLKIT_SANDBOX_UNSAFE"
 DEFAULT_OUTPUT_LIMIT = 1 << 20  # bytes kept per stream (stdout, stderr)
 
 
-def _compile_launcher() -> bytes:
-    # Shipped as bytecode: compiling its source took ~1.5 ms of every run.
-    with open(os.path.join(os.path.dirname(__file__), "_launcher.py"), encoding="utf-8") as f:
-        code = compile(f.read(), "<sandbox launcher>", "exec", dont_inherit=True)
-    # A .pyc header: magic, flags, then 8 bytes the interpreter skips for a script.
-    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
-
-
-_LAUNCHER_PYC = _compile_launcher()
-_SIGXCPU_EXIT = 128 + signal.SIGXCPU
-# After a kill, how long to keep draining pipes and waiting for the namespace to empty.
-_KILL_GRACE_S = 2.0
-
-
 class SandboxUnavailableError(RuntimeError):
     """bubblewrap is missing and the caller did not opt into the unsafe mode."""
-
-
-@dataclass(frozen=True)
-class Result:
-    """How a sandboxed run ended.
-
-    status: "ok" (exit 0), "error" (non-zero exit), "timeout" (wall clock or CPU
-    limit), "memory" (died of MemoryError under the address-space limit), "killed"
-    (ended by a signal, or by us when its output passed the cap), "sandbox_error"
-    (the sandbox itself could not be set up; stderr says why).
-    stdout/stderr: decoded as UTF-8 (undecodable bytes replaced), each cut at the
-    run's output cap; ``truncated`` says whether either was cut.
-    exit_code: the program's exit status (128+N when it died of signal N), None when
-    it never started or was killed by us. Everything here comes from untrusted code
-    and is only a description: do not grant anything on the strength of it.
-    """
-
-    status: str
-    exit_code: int | None
-    stdout: str
-    stderr: str
-    truncated: bool
-    wall_s: float
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
 
 
 def available() -> bool:
@@ -79,15 +37,30 @@ def available() -> bool:
     return _bwrap.bwrap_path() is not None
 
 
+@functools.lru_cache(maxsize=64)
+def _pyc(source: str, filename: str) -> bytes:
+    """Bytecode file contents for ``source``: the sandbox never spends time compiling it."""
+    code = compile(source, filename, "exec", dont_inherit=True)
+    # A .pyc header: magic, flags (0: timestamp-based), then 8 bytes of timestamp
+    # and size that nothing checks for a script or a module without its source.
+    return importlib.util.MAGIC_NUMBER + bytes(12) + marshal.dumps(code)
+
+
+with open(os.path.join(os.path.dirname(__file__), "_launcher.py"), encoding="utf-8") as _f:
+    _LAUNCHER_SOURCE = _f.read()
+
+
 def run(code: str, *, stdin: str | bytes = "", timeout_s: float = 10.0, memory_mb: int = 1024,
-        files: dict[str, str | bytes] | None = None, max_output_bytes: int = DEFAULT_OUTPUT_LIMIT,
-        disk_mb: int = 64, max_processes: int = 64, max_open_files: int = 256,
-        site_packages: bool = False, unsafe_no_namespaces: bool = False) -> Result:
+        files: dict[str, str | bytes] | None = None, libraries: dict[str, str] | None = None,
+        max_output_bytes: int = DEFAULT_OUTPUT_LIMIT, disk_mb: int = 64, max_processes: int = 64,
+        max_open_files: int = 256, site_packages: bool = False, unsafe_no_namespaces: bool = False) -> Result:
     """Run Python source ``code`` isolated; see the `sandbox` package docstring.
 
     timeout_s: wall-clock limit (CPU time is capped just above it too).
     memory_mb: address-space limit (RLIMIT_AS) per process; 0 disables it.
     files: name -> content written into the private working directory first.
+    libraries: module name -> Python source, importable by the program but outside
+      its working directory and read-only to it; shipped precompiled.
     disk_mb: size of each private tmpfs (working directory, /tmp); also the
       largest file the program may write.
     max_processes: processes and threads the program may have at once.
@@ -98,7 +71,9 @@ def run(code: str, *, stdin: str | bytes = "", timeout_s: float = 10.0, memory_m
       environment variable RLKIT_SANDBOX_UNSAFE=1. Never for untrusted code.
     """
     _check_args(code, timeout_s, memory_mb, disk_mb, max_processes, max_output_bytes)
-    files = _check_files(files or {})
+    payload = _Payload(
+        program=code.encode(), stdin=stdin.encode() if isinstance(stdin, str) else bytes(stdin),
+        files=_check_files(files or {}), libraries=_compile_libraries(libraries or {}))
     unsafe = unsafe_no_namespaces or os.environ.get(UNSAFE_ENV, "") not in ("", "0")
     if not unsafe and not available():
         raise SandboxUnavailableError(
@@ -108,10 +83,17 @@ def run(code: str, *, stdin: str | bytes = "", timeout_s: float = 10.0, memory_m
         )
     limits = _Limits(cpu_s=int(timeout_s) + 1, memory=memory_mb << 20, nproc=max_processes,
                      fsize=disk_mb << 20, nofile=max_open_files)
-    stdin_bytes = stdin.encode() if isinstance(stdin, str) else bytes(stdin)
     if unsafe:
-        return _run_unsafe(code, stdin_bytes, files, limits, timeout_s, max_output_bytes, site_packages)
-    return _run_bwrap(code, stdin_bytes, files, limits, timeout_s, max_output_bytes, site_packages, disk_mb)
+        return _run_unsafe(payload, limits, timeout_s, max_output_bytes, site_packages)
+    return _run_bwrap(payload, limits, timeout_s, max_output_bytes, site_packages, disk_mb)
+
+
+@dataclass(frozen=True)
+class _Payload:
+    program: bytes
+    stdin: bytes
+    files: dict[str, bytes]
+    libraries: dict[str, bytes]  # file name (module.pyc) -> bytecode
 
 
 @dataclass(frozen=True)
@@ -122,9 +104,9 @@ class _Limits:
     fsize: int
     nofile: int
 
-    def launcher_args(self, uid: int, gid: int, program: str, workdir: str) -> list[str]:
-        return [str(v) for v in (self.cpu_s, self.memory, self.nproc, self.fsize, self.nofile, uid, gid)] + [
-            program, workdir]
+    def launcher_args(self, uid: int, gid: int, program: str, workdir: str, library_dir: str) -> list[str]:
+        numbers = (self.cpu_s, self.memory, self.nproc, self.fsize, self.nofile, uid, gid)
+        return [str(v) for v in numbers] + [program, workdir, library_dir]
 
 
 def _python_args(site_packages: bool, launcher: str) -> list[str]:
@@ -158,6 +140,17 @@ def _check_files(files: dict) -> dict[str, bytes]:
     return out
 
 
+def _compile_libraries(libraries: dict) -> dict[str, bytes]:
+    out = {}
+    for name, source in libraries.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"library name {name!r} must be a module name (a Python identifier)")
+        if not isinstance(source, str):
+            raise TypeError(f"library {name!r} must be Python source as a str, got {type(source).__name__}")
+        out[f"{name}.pyc"] = _pyc(source, f"{name}.py")
+    return out
+
+
 def _memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name)
     view = memoryview(data)
@@ -167,36 +160,36 @@ def _memfd(name: str, data: bytes) -> int:
     return fd
 
 
-def _run_bwrap(code, stdin, files, limits, timeout_s, cap, site_packages, disk_mb) -> Result:
+def _run_bwrap(payload: _Payload, limits: _Limits, timeout_s: float, cap: int, site_packages: bool,
+               disk_mb: int) -> Result:
     uid, gid = _bwrap.sandbox_uid()
     fds: list[int] = []
+
+    def memfd(name: str, data: bytes) -> int:
+        fds.append(_memfd(name, data))
+        return fds[-1]
+
     try:
-        stdin_fd = _memfd("stdin", stdin)
-        fds.append(stdin_fd)
-        program_fd = _memfd("program", code.encode())
-        fds.append(program_fd)
-        launcher_fd = _memfd("launcher", _LAUNCHER_PYC)
-        fds.append(launcher_fd)
-        file_fds = []
-        for name, data in files.items():
-            fd = _memfd("file", data)
-            fds.append(fd)
-            file_fds.append((fd, name))
+        stdin_fd = memfd("stdin", payload.stdin)
+        program_fd = memfd("program", payload.program)
+        launcher_fd = memfd("launcher", _pyc(_LAUNCHER_SOURCE, "<sandbox launcher>"))
+        file_fds = [(memfd("file", data), name) for name, data in payload.files.items()]
+        library_fds = [(memfd("library", data), name) for name, data in payload.libraries.items()]
         status_r, status_w = os.pipe()
         fds.append(status_r)
         try:
+            library_dir = _bwrap.LIBRARY_DIR if payload.libraries else ""
             python = _python_args(site_packages, _bwrap.LAUNCHER_PATH) + limits.launcher_args(
-                uid, gid, _bwrap.PROGRAM_PATH, _bwrap.WORKDIR)
+                uid, gid, _bwrap.PROGRAM_PATH, _bwrap.WORKDIR, library_dir)
             argv = _bwrap.command(status_fd=status_w, launcher_fd=launcher_fd, program_fd=program_fd,
-                                  files=file_fds, disk_bytes=disk_mb << 20, site_packages=site_packages,
-                                  python_args=python)
+                                  files=file_fds, libraries=library_fds, disk_bytes=disk_mb << 20,
+                                  site_packages=site_packages, python_args=python)
             start = time.perf_counter()
             proc = subprocess.Popen(argv, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    pass_fds=[status_w, launcher_fd, program_fd] + [fd for fd, _ in file_fds],
-                                    start_new_session=True)
+                                    pass_fds=[status_w] + fds[1:-1], start_new_session=True)
         finally:
             os.close(status_w)
-        watch = _Watch(proc, cap, status_r)
+        watch = Watch(proc, cap, status_r)
         watch.until(start + timeout_s)
         return watch.result(start)
     finally:
@@ -204,183 +197,36 @@ def _run_bwrap(code, stdin, files, limits, timeout_s, cap, site_packages, disk_m
             os.close(fd)
 
 
-def _run_unsafe(code, stdin, files, limits, timeout_s, cap, site_packages) -> Result:
+def _run_unsafe(payload: _Payload, limits: _Limits, timeout_s: float, cap: int, site_packages: bool) -> Result:
     root = tempfile.mkdtemp(prefix="rlkit-unsafe-")
     try:
         workdir = os.path.join(root, "work")
-        os.makedirs(workdir)
+        library_dir = os.path.join(root, "lib")
         program = os.path.join(root, "main.py")
-        with open(program, "w", encoding="utf-8") as f:
-            f.write(code)
         launcher = os.path.join(root, "launcher.pyc")
-        with open(launcher, "wb") as f:
-            f.write(_LAUNCHER_PYC)
-        for name, data in files.items():
-            path = os.path.join(workdir, name)
+        contents = {program: payload.program, launcher: _pyc(_LAUNCHER_SOURCE, "<sandbox launcher>")}
+        contents.update({os.path.join(workdir, name): data for name, data in payload.files.items()})
+        contents.update({os.path.join(library_dir, name): data for name, data in payload.libraries.items()})
+        os.makedirs(workdir)
+        for path, data in contents.items():
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(data)
-        stdin_fd = _memfd("stdin", stdin)
+        stdin_fd = _memfd("stdin", payload.stdin)
         try:
             python = [sys.executable, "-I", launcher] if site_packages else [sys.executable, "-I", "-S", launcher]
             # No namespaces: RLIMIT_NPROC would count every process of our own uid.
             unsafe_limits = _Limits(limits.cpu_s, limits.memory, nproc=4096, fsize=limits.fsize, nofile=limits.nofile)
+            argv = python + unsafe_limits.launcher_args(-1, -1, program, workdir,
+                                                        library_dir if payload.libraries else "")
             env = {"PATH": "/usr/bin:/bin", "HOME": workdir, "LANG": "C.UTF-8"}
             start = time.perf_counter()
-            proc = subprocess.Popen(python + unsafe_limits.launcher_args(-1, -1, program, workdir), cwd=workdir,
-                                    env=env, stdin=stdin_fd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            proc = subprocess.Popen(argv, cwd=workdir, env=env, stdin=stdin_fd, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, start_new_session=True)
         finally:
             os.close(stdin_fd)
-        watch = _Watch(proc, cap, status_fd=None)
+        watch = Watch(proc, cap, status_fd=None)
         watch.until(start + timeout_s)
         return watch.result(start)
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-class _Watch:
-    """Drains a running sandbox's pipes, bounded, until it ends or its time is up."""
-
-    def __init__(self, proc: subprocess.Popen, cap: int, status_fd: int | None) -> None:
-        self.proc = proc
-        self.cap = cap
-        self.stdout_fd, self.stderr_fd = proc.stdout.fileno(), proc.stderr.fileno()
-        self.out = {self.stdout_fd: bytearray(), self.stderr_fd: bytearray()}
-        self.truncated = False
-        self.timed_out = False
-        self.killed_for_output = False
-        self.status = bytearray()
-        self.status_fd = status_fd
-        self.init_pidfd: int | None = None
-        self.sel = selectors.DefaultSelector()
-        for f in (proc.stdout, proc.stderr):
-            os.set_blocking(f.fileno(), False)
-            self.sel.register(f.fileno(), selectors.EVENT_READ)
-        if status_fd is not None:
-            self.sel.register(status_fd, selectors.EVENT_READ)
-
-    def until(self, deadline: float) -> None:
-        try:
-            self._drain(deadline)
-            if self.sel.get_map():
-                if not self.killed_for_output:
-                    self.timed_out = True
-                self._kill()
-                self._drain(time.perf_counter() + _KILL_GRACE_S)
-            try:
-                self.proc.wait(timeout=_KILL_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self._kill()
-                self.proc.wait()
-            self._await_namespace_gone()
-        finally:
-            self.sel.close()
-            self.proc.stdout.close()
-            self.proc.stderr.close()
-            if self.init_pidfd is not None:
-                os.close(self.init_pidfd)
-
-    def _drain(self, deadline: float) -> None:
-        while self.sel.get_map():
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return
-            for key, _ in self.sel.select(left):
-                fd = key.fd
-                try:
-                    chunk = os.read(fd, 65536)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    self.sel.unregister(fd)
-                    continue
-                if fd == self.status_fd:
-                    self._on_status(chunk)
-                    continue
-                buf = self.out[fd]
-                room = self.cap - len(buf)
-                buf += chunk[:max(room, 0)]
-                if len(chunk) > room and not self.killed_for_output:
-                    # Past the cap: stop the program rather than drain an endless stream.
-                    self.truncated = True
-                    self.killed_for_output = True
-                    self._kill()
-
-    def _on_status(self, chunk: bytes) -> None:
-        self.status += chunk
-        if self.init_pidfd is None and b"child-pid" in self.status:
-            # bwrap's pid 1 in the sandbox, seen from here: killing it takes down the
-            # whole pid namespace, and its pidfd tells when that is done.
-            line = self.status.split(b"\n", 1)[0]
-            try:
-                pid = json.loads(line)["child-pid"]
-                self.init_pidfd = os.pidfd_open(pid)
-            except (ValueError, KeyError, ProcessLookupError, OSError):
-                pass
-
-    def _kill(self) -> None:
-        if self.init_pidfd is not None:
-            try:
-                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-    def _await_namespace_gone(self) -> None:
-        if self.init_pidfd is not None:
-            sel = selectors.DefaultSelector()
-            try:
-                sel.register(self.init_pidfd, selectors.EVENT_READ)
-                sel.select(_KILL_GRACE_S)
-            finally:
-                sel.close()
-
-    def result(self, start: float) -> Result:
-        wall = time.perf_counter() - start
-        stdout = bytes(self.out[self.stdout_fd]).decode("utf-8", "replace")
-        stderr = bytes(self.out[self.stderr_fd]).decode("utf-8", "replace")
-        if self.status_fd is None:
-            # Unsafe mode: the interpreter is our direct child; -N means signal N.
-            code = self.proc.returncode
-            exit_code = None if code is None else (128 - code if code < 0 else code)
-        else:
-            exit_code = _exit_code(self.status)
-        if self.timed_out:
-            status, exit_code = "timeout", None
-        elif self.killed_for_output:
-            status, exit_code = "killed", None
-        elif self.status_fd is not None and b"child-pid" not in self.status:
-            status = "sandbox_error"
-        elif exit_code is None:
-            status = "sandbox_error"
-        elif exit_code == 0:
-            status = "ok"
-        elif exit_code == _SIGXCPU_EXIT:
-            status = "timeout"
-        elif 128 < exit_code <= 128 + 64:
-            status = "killed"
-        elif exit_code == 1 and _died_of_memory_error(stderr):
-            status = "memory"
-        else:
-            status = "error"
-        return Result(status, exit_code, stdout, stderr, self.truncated, wall)
-
-
-def _exit_code(status: bytes) -> int | None:
-    for line in status.splitlines():
-        try:
-            doc = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("exit-code"), int):
-            return doc["exit-code"]
-    return None
-
-
-def _died_of_memory_error(stderr: str) -> bool:
-    tail = stderr.rstrip().rsplit("\n", 1)[-1]
-    return tail.startswith("MemoryError")
