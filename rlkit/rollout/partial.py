@@ -49,6 +49,7 @@ from rlkit.types import FINISH_BUDGET, FINISH_REPEAT, GenerationRequest, Rollout
 # Request meta key carrying {"group": id, "members": [member indices]}: how `add` maps the
 # engine's rollouts back to group members. Stripped from the rollouts `add` returns.
 META_KEY = "partial"
+_COUNTS = ("resumed", "restarted", "new_groups", "completed_groups")  # per-period counters in metrics()
 
 
 @dataclass
@@ -92,7 +93,9 @@ class PartialRolloutBuffer:
         self._next_gid = 0
         self._in_flight: set[tuple[int, int]] = set()  # (group, member) asked for and not yet added
         self._restarted_total = 0
-        self._step: dict[str, float] = {}  # this iteration's counts, for metrics()
+        # counts since the last metrics() call (a step may run several request/add rounds)
+        self._counts = dict.fromkeys(_COUNTS, 0.0)
+        self._ages = [0, 0, 0]  # completed tokens sampled 0, 1, >= 2 versions before their add()
 
     # -- the iteration -------------------------------------------------------------------
     def sampling(self, base: SamplingParams) -> SamplingParams:
@@ -143,8 +146,9 @@ class PartialRolloutBuffer:
                                            meta=_tagged(group, list(range(req.n)))))
         requests = resumed + starts + fresh
         self._in_flight = {(r.meta[META_KEY]["group"], m) for r in requests for m in r.meta[META_KEY]["members"]}
-        self._step = {"resumed": float(len(resumed)), "restarted": float(restarted),
-                      "new_groups": float(len(new_requests))}
+        self._counts["resumed"] += len(resumed)
+        self._counts["restarted"] += restarted
+        self._counts["new_groups"] += len(new_requests)
         return requests
 
     def add(self, rollouts: list[Rollout], version: int) -> list[list[Rollout]]:
@@ -180,7 +184,9 @@ class PartialRolloutBuffer:
 
         done = [gid for gid, group in self._groups.items() if group.complete()]
         completed = [list(self._groups.pop(gid).members) for gid in sorted(done)]
-        self._step.update(completed_groups=float(len(completed)), **_age_shares(completed, version))
+        self._counts["completed_groups"] += len(completed)
+        for age, n in enumerate(_age_counts(completed, version)):
+            self._ages[age] += n
         return completed  # type: ignore[return-value]  # complete() guarantees no None
 
     # -- staleness -----------------------------------------------------------------------
@@ -212,18 +218,25 @@ class PartialRolloutBuffer:
         return len(self._groups)
 
     def metrics(self) -> dict[str, float]:
-        """This iteration's numbers under `partial/`.
+        """Numbers under `partial/`; the counts and shares cover everything since the previous
+        call (reading resets them), so one call per training step covers all its rounds.
 
-        buffered: unfinished trajectories stored after `add`; buffered_groups: groups waiting
-        for a member; resumed / restarted / new_groups / completed_groups: counts of this
-        iteration; restarted_total: since the start of the run (kept in the state dict);
+        buffered: unfinished trajectories stored now; buffered_groups: groups waiting for a
+        member; resumed / restarted / new_groups / completed_groups: counts since the previous
+        call; restarted_total: since the start of the run (kept in the state dict);
         age0_share / age1_share / age2plus_share: shares of the completed groups' tokens sampled
-        0, 1, >= 2 versions before the current one (absent when no group completed).
+        0, 1, >= 2 versions before the version passed to `add` (absent when no group completed).
         """
-        out = {f"partial/{k}": v for k, v in self._step.items()}
+        out = {f"partial/{k}": v for k, v in self._counts.items()}
+        total = sum(self._ages)
+        if total:
+            for name, n in zip(("age0_share", "age1_share", "age2plus_share"), self._ages):
+                out[f"partial/{name}"] = n / total
         out["partial/buffered"] = float(self.num_unfinished)
         out["partial/buffered_groups"] = float(self.num_incomplete_groups)
         out["partial/restarted_total"] = float(self._restarted_total)
+        self._counts = dict.fromkeys(_COUNTS, 0.0)
+        self._ages = [0, 0, 0]
         return out
 
     def state_dict(self) -> dict[str, Any]:
@@ -248,7 +261,8 @@ class PartialRolloutBuffer:
         self._next_gid = int(state["next_group_id"])
         self._restarted_total = int(state["restarted_total"])
         self._in_flight = set()
-        self._step = {}
+        self._counts = dict.fromkeys(_COUNTS, 0.0)
+        self._ages = [0, 0, 0]
 
 
 def _tagged(group: _Group, members: list[int]) -> dict[str, Any]:
@@ -257,7 +271,7 @@ def _tagged(group: _Group, members: list[int]) -> dict[str, Any]:
     return meta
 
 
-def _age_shares(groups: list[list[Rollout]], version: int) -> dict[str, float]:
+def _age_counts(groups: list[list[Rollout]], version: int) -> list[int]:
     counts = [0, 0, 0]  # tokens of age 0, 1, >= 2
     for group in groups:
         for r in group:
@@ -266,10 +280,7 @@ def _age_shares(groups: list[list[Rollout]], version: int) -> dict[str, float]:
                     raise ValueError(f"a rollout holds tokens of version {v}, newer than the version {version} "
                                      "passed to add(): pass the version the engine sampled with")
                 counts[min(version - v, 2)] += 1
-    total = sum(counts)
-    if total == 0:
-        return {}
-    return {"age0_share": counts[0] / total, "age1_share": counts[1] / total, "age2plus_share": counts[2] / total}
+    return counts
 
 
 # ------------------------------------------------------------------------------ stale tokens

@@ -211,20 +211,26 @@ def test_groups_complete_only_when_every_member_finished():
     assert [g[0].meta["problem"] for g in done] == [2]
     assert buffer.metrics()["partial/resumed"] == 1.0
 
-    # iteration 2 (version 2): B1 gets its 5th token; B completes with members in member order
+    # iteration 2 (version 2) in two rounds, read once as a step with several rounds would:
+    # round 1 resumes B1 (4 -> 5 tokens, B completes) and starts E, which round 2 completes
     engine.version = 2
-    _, done = _step(buffer, engine, [])
+    _, done = _step(buffer, engine, [_group([3], 4)])
+    _, done_e = _step(buffer, engine, [])
+    assert [g[0].meta["problem"] for g in done_e] == [4]
     (b,) = done
     assert [r.length for r in b] == [1, 5, 2]
     assert b[1].completion_ids == [0, 1, 2, 3, 4]
     assert b[1].logprobs == pytest.approx([-0.1, -0.2, -0.3, -0.4, -0.5])
     assert b[1].versions == [0, 0, 1, 1, 2]
     assert [r.finish_reason for r in b] == [FINISH_STOP] * 3
-    # B's 8 tokens at version 2: age 0 is B1's last token (1), age 1 its tokens 2-3 (2),
-    # age 2 the other 5 (B0's 1, B1's first 2, B2's 2)
+    # B's 8 tokens at version 2: age 0 is B1's last token (1), age 1 its tokens 2-3 (2), age 2
+    # the other 5 (B0's 1, B1's first 2, B2's 2); E's 3 tokens are all age 0: shares of 11
     m = buffer.metrics()
-    assert (m["partial/age0_share"], m["partial/age1_share"], m["partial/age2plus_share"]) == (1 / 8, 2 / 8, 5 / 8)
-    assert m["partial/buffered"] == 0.0 and m["partial/completed_groups"] == 1.0
+    assert (m["partial/age0_share"], m["partial/age1_share"], m["partial/age2plus_share"]) == (4 / 11, 2 / 11, 5 / 11)
+    # both rounds counted: B1 and then E resumed, B and E completed, one new group
+    assert (m["partial/resumed"], m["partial/completed_groups"], m["partial/new_groups"]) == (2.0, 2.0, 1.0)
+    assert m["partial/buffered"] == 0.0
+    assert buffer.metrics()["partial/completed_groups"] == 0.0  # reading reset the counts
 
 
 def test_add_maps_rollouts_in_any_request_order_and_refuses_strangers():
@@ -256,16 +262,17 @@ def test_requests_and_add_must_alternate_and_missing_rollouts_are_an_error():
 def test_state_dict_round_trip_continues_identically():
     def run(round_trip: bool):
         engine, buffer = ScriptedEngine(), PartialRolloutBuffer(token_budget=2, max_staleness=3)
-        out = []
+        out, metrics = [], []
         schedule = [[_group([1, 7], 0)], [_group([4, 1], 1)], [], [], []]
         for it, new in enumerate(schedule):
             engine.version = it
-            if round_trip and it == 2:
+            if round_trip and it == 2:  # saved after a step's metrics were read, as the recipe does
                 state = pickle.loads(pickle.dumps(buffer.state_dict()))
                 buffer = PartialRolloutBuffer(token_budget=2, max_staleness=3)
                 buffer.load_state_dict(state)
             out += _step(buffer, engine, new)[1]
-        return out, buffer.metrics()
+            metrics.append(buffer.metrics())
+        return out, metrics
 
     plain, plain_metrics = run(False)
     restored, restored_metrics = run(True)
