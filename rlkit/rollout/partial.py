@@ -177,10 +177,10 @@ class PartialRolloutBuffer:
             meta = {key: value for key, value in r.meta.items() if key != META_KEY}
             self._groups[gid].members[members[k]] = dataclasses.replace(r, meta=meta)
         if self._in_flight:
-            missing = sorted(self._in_flight)[:5]
+            missing = sorted(self._in_flight)
             self._in_flight = set()  # they stay as they were and are asked for again next time
-            raise ValueError(f"the engine returned no rollout for {len(missing)}+ requested trajectories "
-                             f"(group, member): {missing}")
+            raise ValueError(f"the engine returned no rollout for {len(missing)} requested trajectories "
+                             f"(group, member), e.g. {missing[:5]}")
 
         done = [gid for gid, group in self._groups.items() if group.complete()]
         completed = [list(self._groups.pop(gid).members) for gid in sorted(done)]
