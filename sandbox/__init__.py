@@ -8,19 +8,21 @@
 its prefix mounted read-only) inside bubblewrap and returns a `Result`: status in
 {"ok", "error", "timeout", "memory", "killed", "sandbox_error"}, exit code, stdout
 and stderr cut at ``max_output_bytes`` (1 MiB each by default, ``truncated`` set),
-and wall time. `sandbox.judge.run_tests` builds on it to test a solution against
-unit tests with results checked outside the untrusted process.
+and wall time. ``files`` go into the private working directory; ``libraries``
+(module name -> source) are importable, precompiled and read-only to the program.
+`sandbox.judge.run_tests` builds on it to test a solution against unit tests
+with results checked outside the untrusted process.
 
 What is protected
-- Network: a new network namespace with no interfaces up; neither loopback
-  services of the host nor the outside world can be reached.
+- Network: a new network namespace holding only its own loopback; neither the
+  host's loopback services nor the outside world can be reached.
 - Filesystem: a fresh root with /usr, /lib*, /bin and the interpreter's prefix
   mounted read-only; the working directory (/sandbox) and /tmp are private
   size-limited tmpfs that vanish with the run. Nothing of the host is writable.
-- Processes: a new pid namespace (host processes are invisible, /proc is fresh),
-  new IPC and UTS namespaces, a new session (no terminal injection). When the run
-  ends or times out every process in it is killed, daemons included
-  (``--die-with-parent``, and the pid namespace dies with its first process).
+- Processes: a new pid namespace in which the program is pid 1 (host processes
+  are invisible, /proc is fresh), new IPC and UTS namespaces, a new session (no
+  terminal injection). When the program ends or times out every process in the
+  namespace is killed, daemons included, before `run` returns.
 - Privileges: the program runs as an unprivileged uid with no capabilities and
   no_new_privs: a random high uid when the host caller is root, uid 65534 in a
   user namespace otherwise.
@@ -35,6 +37,9 @@ What is not protected
   escapes. No seccomp filter is installed.
 - When the caller is root, the program may still create unprivileged user
   namespaces of its own (inside the same network and pid isolation).
+- As pid 1 the program cannot be killed by signals from inside the sandbox
+  (not even its own SIGKILL), and its orphaned children stay zombies until the
+  run ends; the wall clock and the host's kill still end it.
 - CPU and memory are bounded per process, not per sandbox: N processes may use
   N times ``memory_mb`` (at most ``max_processes`` of them); no cgroup is used.
 - tmpfs pages count against host memory up to 2 x ``disk_mb`` per run.

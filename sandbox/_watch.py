@@ -88,14 +88,25 @@ class Watch:
     def _on_status(self, chunk: bytes) -> None:
         self.status += chunk
         if self.init_pidfd is None and b"child-pid" in self.status:
-            # bwrap's pid 1 in the sandbox, seen from here: killing it takes down the
-            # whole pid namespace, and its pidfd tells when that is done.
+            # The sandbox's pid 1 (the program), seen from here: killing it takes down
+            # the whole pid namespace, and its pidfd tells when that is done.
             line = self.status.split(b"\n", 1)[0]
             try:
-                pid = json.loads(line)["child-pid"]
-                self.init_pidfd = os.pidfd_open(pid)
-            except (ValueError, KeyError, ProcessLookupError, OSError):
-                pass
+                info = json.loads(line)
+                pidfd = os.pidfd_open(info["child-pid"])
+            except (ValueError, KeyError, TypeError, OSError):
+                return
+            # Had the program already exited and its pid been reused, the pidfd would
+            # name a stranger: keep it only if the pid is still in this sandbox's
+            # pid namespace (checked after opening, so the answer holds for the pidfd).
+            try:
+                same = os.stat(f"/proc/{info['child-pid']}/ns/pid").st_ino == info.get("pid-namespace")
+            except OSError:
+                same = False
+            if same:
+                self.init_pidfd = pidfd
+            else:
+                os.close(pidfd)
 
     def _kill(self) -> None:
         if self.init_pidfd is not None:

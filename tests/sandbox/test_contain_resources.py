@@ -77,9 +77,11 @@ def test_spinning_forever_times_out():
     assert r.status == "timeout" and r.wall_s < 3
 
 
-def test_cpu_limit_catches_spinning_threads_of_a_sleeping_main():
-    # The wall clock (3 s) is longer than the CPU limit (int(1.5)+1 = 2 s of CPU):
-    # two spinning threads burn CPU twice as fast, so RLIMIT_CPU's SIGXCPU comes first.
+def test_spinning_threads_time_out_by_whichever_limit_comes_first():
+    # Three spinning threads burn CPU up to twice as fast as the wall clock runs on
+    # two cores: RLIMIT_CPU (int(1.5)+1 = 2 s of CPU, then SIGXCPU, exit 128+24)
+    # may come before the 1.5 s wall clock, or not on a busy machine. Either way
+    # the run is a timeout, and not a crash of the launcher.
     code = """
 import threading
 def spin():
@@ -90,7 +92,7 @@ for _ in range(2):
 spin()
 """
     r = sandbox.run(code, timeout_s=1.5)
-    assert r.status == "timeout"
+    assert r.status == "timeout" and r.exit_code in (None, 128 + 24), (r.exit_code, r.stderr)
 
 
 def test_huge_output_is_cut_at_the_cap():
