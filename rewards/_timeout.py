@@ -259,13 +259,23 @@ class KillablePool:
         with self._lock:
             for worker in [w for w in self._workers if w.alive()]:
                 worker.wait_ready(self.start_timeout_s)
-                _write_frame(worker.to_fd, (fn, args))
+                try:
+                    _write_frame(worker.to_fd, (fn, args))
+                except OSError:
+                    outcomes.append(Outcome(ok=False, error="check worker died before taking the job"))
+                    self._replace(worker)
+                    continue
                 if not wait_for_fds([worker], timeout_s):
                     self.kills += 1
                     outcomes.append(Outcome(ok=False, timed_out=True))
                     self._replace(worker)
                     continue
-                ok, value = _read_frame(worker.from_fd)
+                try:
+                    ok, value = _read_frame(worker.from_fd)
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    outcomes.append(Outcome(ok=False, error="check worker died"))
+                    self._replace(worker)
+                    continue
                 outcomes.append(Outcome(ok=True, value=value) if ok else Outcome(ok=False, error=value))
         return outcomes
 

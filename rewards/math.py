@@ -236,7 +236,8 @@ def accuracy_reward(completions: Sequence[Any], answer: Sequence[Any], **kwargs:
     if len(completions) != len(answer):
         raise ValueError(f"accuracy_reward got {len(completions)} completions but {len(answer)} answers")
     timeout_s = kwargs.get("timeout_s")
-    pol = _policy({k: v for k, v in kwargs.items() if k in _POLICY_FLAGS})
+    # A list-valued keyword is a dataset column that happens to share a flag's name, not a flag.
+    pol = _policy({k: v for k, v in kwargs.items() if k in _POLICY_FLAGS and not isinstance(v, (list, tuple))})
     rewards: list[float | None] = [None] * len(completions)
     pairs, where = [], []
     for i, (completion, gold) in enumerate(zip(completions, answer)):

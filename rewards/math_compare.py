@@ -25,7 +25,13 @@ from rewards.math_parse import (Alt, Atom, Interval, Matrix, Node, Num, Percent,
 
 __all__ = ["Policy", "NeedSympy", "Oracle", "Comparator", "numbers_equal", "text_key_of"]
 
-PERCENT_MODES = ("fraction", "number", "strict")
+# How "x\%" may be read against a bare number, per percent policy.
+_PERCENT_READINGS = {
+    "fraction": ("hundredth", "bare"),  # x/100, or x with the sign dropped like a unit
+    "number": ("bare",),
+    "strict": ("hundredth",),
+}
+PERCENT_MODES = tuple(_PERCENT_READINGS)
 
 
 @dataclass(frozen=True)
@@ -219,12 +225,8 @@ class Comparator:
         def compare(x: Node | None) -> bool:
             return x is not None and (self.eq(x, other) if gold_side else self.eq(other, x))
 
-        mode = self.policy.percent
-        if mode == "number":
-            return compare(inner)
-        if mode == "strict":
-            return compare(_hundredth(inner))
-        return self._any([lambda: compare(_hundredth(inner)), lambda: compare(inner)])
+        readings = {"hundredth": lambda: compare(_hundredth(inner)), "bare": lambda: compare(inner)}
+        return self._any(readings[r] for r in _PERCENT_READINGS[self.policy.percent])
 
     def _relations(self, g: Node, p: Node) -> bool:
         gr = g if isinstance(g, Relation) else None
