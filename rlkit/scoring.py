@@ -7,6 +7,7 @@ counted in `reward/not_applicable`, so it is visible rather than silently droppe
 
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -39,6 +40,7 @@ class Scorer:
         for name, mean in scores.means().items():
             if mean is not None:
                 metrics[f"reward/{name}"] = mean
+        metrics["reward/verifier_timeouts"] = float(verifier_timeouts())
         if self.accuracy is not None:
             values = [1.0 if v and v > 0.5 else 0.0 for v in scores.per_reward[self.accuracy]]
             for r, v in zip(rollouts, values):
@@ -54,3 +56,17 @@ def assign_advantages(rollouts: list[Rollout], group_size: int, estimator: str) 
     grouped = rewards_t.view(-1, group_size)  # [B, G]
     informative = (grouped.max(dim=1).values != grouped.min(dim=1).values).float()  # [B]
     return {"advantage/abs_mean": float(adv.abs().mean()), "batch/informative_groups": float(informative.mean())}
+
+
+def verifier_timeouts() -> int:
+    """Checks that hit their time bound since the last call (scored 0, never a hang), over the
+    built-in verifiers that are in use."""
+    total = 0
+    math_mod = sys.modules.get("rewards.math")
+    if math_mod is not None:
+        total += math_mod.stats()["timeouts"]
+        math_mod.reset_stats()
+    code_mod = sys.modules.get("rewards.code")
+    if code_mod is not None:
+        total += code_mod.verifier_stats(reset=True).get("test_timeouts", 0)
+    return total
