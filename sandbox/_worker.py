@@ -47,7 +47,12 @@ def serve(req_fd, rep_fd):
         op = request[0]
         try:
             if op == "load":
-                namespace = {"__name__": SOLUTION_MODULE, "__builtins__": builtins}
+                # A real module in sys.modules: dataclasses, pickle and typing look it up there.
+                module = type(sys)(SOLUTION_MODULE)
+                module.__builtins__ = builtins
+                module.__file__ = "solution.py"
+                sys.modules[SOLUTION_MODULE] = module
+                namespace = module.__dict__
                 exec(compile(request[1], "solution.py", "exec", dont_inherit=True), namespace)
                 reply = ("ok",)
             elif op == "main":

@@ -102,6 +102,14 @@ def test_data_subclasses_and_objects_with_str():
 
 
 @needs_bwrap
+def test_solution_is_a_real_module_for_dataclasses_and_pickle():
+    sol = ("from __future__ import annotations\nfrom dataclasses import dataclass\nimport pickle\n"
+           "@dataclass\nclass P:\n    x: int\n"
+           "def roundtrip(v):\n    return pickle.loads(pickle.dumps(P(v))).x\n")
+    assert statuses(run_tests(sol, ["assert roundtrip(3) == 3"])) == ["pass"]
+
+
+@needs_bwrap
 def test_solution_output_and_debug_prints_do_not_disturb_the_channel():
     sol = "print('debug: loading', flush=True)\ndef add(a, b):\n    print('adding', a, b)\n    return a + b\n"
     assert statuses(run_tests(sol, ["assert add(1, 2) == 3"])) == ["pass"]
