@@ -15,9 +15,11 @@ reference model, token-mean loss, MoE router aux loss with the same coefficient)
   step and no old-logprob pass (on-policy). loss_type is TRL's default ("dapo": token mean over
   the generation batch, same as rlkit's token_mean). Logging, saving and eval are off.
 
-Both sides get the same CPU threads (--threads): TRL's process via torch.set_num_threads, rlkit's
-rollout and learner actors via their `threads` setting (they never run at the same time: the
-loop is synchronous). Timing: both are built once and warmed up with one step; then each round
+Both sides get the same CPU threads (--threads, default 1 as in rlkit's configs): TRL's process
+via torch.set_num_threads, rlkit's rollout and learner actors via their `threads` setting (they
+never run at the same time: the loop is synchronous). OMP_WAIT_POLICY defaults to PASSIVE for
+both: with more than one thread, an idle actor's OpenMP workers otherwise spin for a while after
+each call and take the cores the busy actor needs. Timing: both are built once and warmed up with one step; then each round
 runs --steps-per-round rlkit steps, then as many TRL steps (TRL runs inside `trainer.train()`,
 rlkit's rounds run from a TrainerCallback between TRL steps, outside TRL's timed interval).
 A TRL step is the wall time from the end of the previous one (or of the rlkit round) to
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import argparse
 import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP; Ray actors inherit it
 import statistics
 import sys
 import time
@@ -57,8 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps-per-round", type=int, default=2)
     ap.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward, both sides")
     ap.add_argument("--lr", type=float, default=1e-5)
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads, both sides")
-    ap.add_argument("--rewards", default="think_format=1,tag_count=1",
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads, both sides")
+    ap.add_argument("--rewards", default="math_accuracy=1,think_format=1",
                     help="name=weight,...: one combined reward function, used by both sides")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -93,6 +97,13 @@ def build_trl(args, problems, reward_fn, on_step):
         logging_strategy="no", save_strategy="no", eval_strategy="no", report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, log_completions=False,
     )
+    import trl
+
+    print(f"trl {trl.__version__}: loss_type={config.loss_type} scale_rewards={config.scale_rewards} "
+          f"per_device_train_batch_size={config.per_device_train_batch_size} "
+          f"gradient_accumulation_steps={config.gradient_accumulation_steps} "
+          f"generation_batch_size={config.generation_batch_size} steps_per_generation={config.steps_per_generation} "
+          f"optim={config.optim} beta={config.beta} use_vllm={config.use_vllm} device={config.device}", flush=True)
     tokenizer = load_tokenizer(args.model)
     model = load_model(args.model, dtype=torch.float32)
 
@@ -143,6 +154,7 @@ def main(argv=None) -> None:
 
     print(f"model={args.model} data={args.data} ({len(problems)} prompts) B={args.B} G={args.G} "
           f"max_new_tokens={args.max_new_tokens} micro_batch={args.micro_batch} threads={args.threads} "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} "
           f"rewards={weights} rounds={args.rounds} steps_per_round={args.steps_per_round}", flush=True)
     t = time.perf_counter()
     rl = RLKitGRPO(args.model, problems, weights, B=args.B, G=args.G, max_new_tokens=args.max_new_tokens,
