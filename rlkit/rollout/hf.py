@@ -5,6 +5,14 @@ a per-call token budget (partial rollouts), one prefill per prompt shared by its
 group, and a batch that shrinks as sequences finish. All of that is a short loop over the
 model's own forward with its own KV cache.
 
+Mixed batches (partial rollouts resume prompt + prefix beside fresh prompts) are prefilled in
+length buckets, not as one rectangle padded to the longest context; the cache is written in
+place (`_SlabLayer`) instead of concatenated every step. A sample stopped by the token budget
+leaves its keys/values behind, and the next call resumes it from them if the weights are the
+same (same version, no `load_weights` since), as between the rounds of one training step;
+after a weight sync the context is prefilled again, since old keys/values are the old
+policy's. `meta["max_new_tokens"]` caps a request (an int) or each of its n samples (a list).
+
 Log-probs are those of the distribution actually sampled from: log_softmax(logits / T)
 (T = 1 for greedy). The learner divides its logits by the same temperature, so at equal
 weights its log-probs equal these up to float error.
@@ -15,6 +23,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 from rlkit.models import load_model, load_tokenizer, resolve_dtype
 from rlkit.rollout.engine import ENGINES
@@ -40,6 +50,7 @@ class HFEngine:
         seed: int = 0,
         repeat_ngram: int = 0,
         repeat_window: int = 0,
+        keep_kv_mb: float = 512.0,
     ) -> None:
         self.device = torch.device(device)
         self.model = load_model(model_path, dtype=resolve_dtype(dtype)).to(self.device).eval()
@@ -52,6 +63,12 @@ class HFEngine:
         self.repeat_ngram = repeat_ngram
         self.repeat_window = repeat_window
         self.version = 0
+        # keys/values of the samples the last call stopped at the token budget, by the context they
+        # resume with, valid at `_kept_version` only (see `_keep`); at most `keep_kv_mb` MiB (0 = off)
+        self.keep_kv_bytes = int(keep_kv_mb * 2**20)
+        self._kept: dict[tuple[int, ...], list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self._kept_version: int | None = None
+        self._kept_bytes = 0
 
     # -- weights -------------------------------------------------------------------------
     def load_weights(self, state_dict: dict[str, Any], version: int) -> None:
@@ -59,6 +76,7 @@ class HFEngine:
         if missing or unexpected:
             raise RuntimeError(f"weight sync mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.version = version
+        self._kept, self._kept_version, self._kept_bytes = {}, None, 0  # computed by the old weights
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
@@ -71,42 +89,26 @@ class HFEngine:
         if sampling.seed is not None:
             self.generator.manual_seed(sampling.seed)
         contexts = [r.prompt_ids + r.prefix_ids for r in requests]
-        for i, (req, ctx) in enumerate(zip(requests, contexts)):
+        for i, req in enumerate(requests):
             if not req.prompt_ids:
                 raise ValueError(f"request {i} has an empty prompt")
+            cap = req.meta.get("max_new_tokens")
+            if isinstance(cap, (list, tuple)) and len(cap) != req.n:
+                raise ValueError(f"request {i}: meta['max_new_tokens'] lists {len(cap)} caps for n={req.n} samples")
             if self.max_context is not None and len(req.prompt_ids) + sampling.max_new_tokens > self.max_context:
                 raise ValueError(
                     f"request {i}: prompt of {len(req.prompt_ids)} tokens + max_new_tokens "
                     f"{sampling.max_new_tokens} exceeds the model context of {self.max_context} tokens"
                 )
-
-        # One prefill per request; its n samples share it through the repeated cache.
-        width = max(len(c) for c in contexts)
-        ctx_ids = torch.full((len(contexts), width), self.pad_id, dtype=torch.long)  # [R, W]
-        ctx_mask = torch.zeros((len(contexts), width), dtype=torch.long)  # [R, W]
-        for i, c in enumerate(contexts):  # left padding keeps every row's last token at the end
-            ctx_ids[i, width - len(c) :] = torch.tensor(c, dtype=torch.long)
-            ctx_mask[i, width - len(c) :] = 1
-        ctx_ids, ctx_mask = ctx_ids.to(self.device), ctx_mask.to(self.device)
-        positions = (ctx_mask.cumsum(dim=1) - 1).clamp(min=0)  # [R, W]
-        out = self.model(input_ids=ctx_ids, attention_mask=ctx_mask, position_ids=positions, use_cache=True)
-        cache = out.past_key_values
-        logits = out.logits[:, -1, :].float()  # [R, V]
-
-        counts = torch.tensor([r.n for r in requests], device=self.device)
-        row_of = torch.repeat_interleave(torch.arange(len(requests), device=self.device), counts)  # [S]
-        if not (len(requests) == row_of.numel() and bool((counts == 1).all())):
-            cache.batch_select_indices(row_of)
-        logits = logits[row_of]  # [S, V]
-        attn = ctx_mask[row_of]  # [S, W]
-        next_pos = positions[row_of, -1] + 1  # [S]
+        # kept caches are only valid for the weights that computed them: this call's version
+        kept, self._kept, self._kept_bytes = (self._kept if self._kept_version == self.version else {}), {}, 0
+        self._kept_version = self.version
 
         samples = [(req, k) for req in requests for k in range(req.n)]
         num = len(samples)
         budgets, caps = [], []
-        for req, _ in samples:
-            # meta["max_new_tokens"] lowers the completion cap for one request (e.g. a target length)
-            caps.append(min(sampling.max_new_tokens, int(req.meta.get("max_new_tokens", sampling.max_new_tokens))))
+        for req, k in samples:
+            caps.append(min(sampling.max_new_tokens, _sample_cap(req, k, sampling.max_new_tokens)))
             left = caps[-1] - len(req.prefix_ids)
             budgets.append(min(left, sampling.token_budget) if sampling.token_budget is not None else left)
         new_tokens: list[list[int]] = [[] for _ in range(num)]
@@ -117,19 +119,36 @@ class HFEngine:
                 # nothing left under the cap is "length" (a prefix already at the cap must not come back as
                 # "budget", or a partial-rollout buffer would resume it forever); else a budget of 0
                 finish[s] = FINISH_LENGTH if caps[s] <= len(samples[s][0].prefix_ids) else FINISH_BUDGET
+        max_budget = max(max(budgets), 0)
+
+        # One prefill per request; its n samples share it through the repeated cache.
+        cache, logits, ctx_mask = self._prefill(contexts, kept, room=max_budget)  # [R, V], [R, W]
+        counts = torch.tensor([r.n for r in requests], device=self.device)
+        row_of = torch.repeat_interleave(torch.arange(len(requests), device=self.device), counts)  # [S]
+        if not (len(requests) == row_of.numel() and bool((counts == 1).all())):
+            cache.batch_select_indices(row_of)
+        logits = logits[row_of]  # [S, V]
+        cols = ctx_mask.shape[1]  # cache columns in use
+        # the attention mask of every step to come: the contexts' own, then one column per new token
+        attn = torch.cat([ctx_mask, torch.ones_like(ctx_mask[:, :1]).expand(-1, max_budget)], dim=1)[row_of]  # [S, W+B]
+        next_pos = torch.tensor([len(c) for c in contexts], device=self.device)[row_of]  # [S]
+
         active = torch.tensor([f is None for f in finish], device=self.device)
         alive = torch.arange(num, device=self.device)[active]  # [A] sample index of each cache row
         if alive.numel() < num:
-            cache.batch_select_indices(active.nonzero().squeeze(1))
-            logits, attn, next_pos = logits[active], attn[active], next_pos[active]
-        max_budget = max(budgets) if budgets else 0
+            idx = active.nonzero().squeeze(1)
+            cache.batch_select_indices(idx)
+            logits, attn, next_pos = logits[idx], attn[idx], next_pos[idx]
+            if alive.numel():
+                lead = self._drop_padding(cache, attn, cols)
+                attn, cols = attn[:, lead:], cols - lead
 
         for step in range(max_budget):
             if alive.numel() == 0:
                 break
             token, logp = self._sample(logits, sampling)  # [A], [A]
             token_list, logp_list = token.tolist(), logp.tolist()
-            done_rows = []
+            done_rows, paused_rows = [], []
             for row, s in enumerate(alive.tolist()):
                 new_tokens[s].append(token_list[row])
                 new_logps[s].append(logp_list[row])
@@ -144,19 +163,23 @@ class HFEngine:
                 if reason is not None:
                     finish[s] = reason
                     done_rows.append(row)
+                    if reason == FINISH_BUDGET:
+                        paused_rows.append((row, s))
+            if paused_rows:
+                self._keep(cache, attn, cols, paused_rows, samples, new_tokens)
             if len(done_rows) == alive.numel():
                 break
             inp = token.unsqueeze(1)  # [A, 1]
             if done_rows:  # drop finished rows from the cache so the batch shrinks as samples end
-                keep = torch.ones(alive.numel(), dtype=torch.bool, device=self.device)
-                keep[done_rows] = False
-                idx = keep.nonzero().squeeze(1)
+                idx = torch.tensor(_fill_holes(alive.numel(), done_rows), device=self.device)  # [A']
                 cache.batch_select_indices(idx)
                 alive, attn, inp, next_pos = alive[idx], attn[idx], inp[idx], next_pos[idx]
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)  # [A, W+step+1]
+                lead = self._drop_padding(cache, attn, cols)
+                attn, cols = attn[:, lead:], cols - lead
+            cols += 1
             out = self.model(
                 input_ids=inp,
-                attention_mask=attn,
+                attention_mask=attn[:, :cols],  # [A, cols]
                 position_ids=next_pos.unsqueeze(1),
                 past_key_values=cache,
                 use_cache=True,
@@ -181,6 +204,120 @@ class HFEngine:
                 )
             )
         return rollouts
+
+    @staticmethod
+    def _drop_padding(cache, attn: torch.Tensor, cols: int) -> int:
+        """Drop the cache's leading columns that are padding in every remaining row (once the
+        longest contexts have finished, the others need not attend over their width any more);
+        returns how many were dropped."""
+        lead = int(attn[:, :cols].argmax(dim=1).min())  # first real column of the row that starts first
+        if lead > 0:
+            for layer in cache.layers:
+                layer.drop_front(lead)
+        return lead
+
+    # -- prefill and kept caches -----------------------------------------------------------
+    def _prefill(self, contexts: list[list[int]], kept: dict, room: int):
+        """Forward every context once -> (cache, last logits [R, V], mask [R, W]); the cache has free
+        columns for the first of the (at most `room`) tokens to come.
+
+        Rows are left-padded to the longest context W. Prefilling them as one batch would compute
+        each short row at width W, and resumed partial rollouts (prompt + a long prefix) next to
+        fresh prompts make W many times a prompt. So rows are prefilled in buckets of similar
+        length (a bucket's longest row at most twice its shortest) and the buckets' key/value
+        caches are written left-padded into one cache of width W: positions come from each
+        row's own mask, so a row's cache does not depend on the padding in front of it. A context
+        whose keys/values this engine kept from its previous call at the same version (all but
+        its last token, see `_keep`) only forwards that last token.
+        """
+        width = max(len(c) for c in contexts)
+        ctx_mask = torch.zeros((len(contexts), width), dtype=torch.long)  # [R, W]
+        for i, c in enumerate(contexts):
+            ctx_mask[i, width - len(c) :] = 1
+        ctx_mask = ctx_mask.to(self.device)
+        hits = [i for i, c in enumerate(contexts) if tuple(c) in kept]
+        hit_set = set(hits)
+        buckets: list[list[int]] = [[]]
+        for i in sorted((i for i in range(len(contexts)) if i not in hit_set), key=lambda i: len(contexts[i])):
+            if buckets[-1] and len(contexts[i]) > 2 * len(contexts[buckets[-1][0]]):
+                buckets.append([])
+            buckets[-1].append(i)
+        parts = []  # (rows, per-layer (keys, values) [b, H, w, D], logits [b, V])
+        for rows in filter(None, buckets):
+            w = len(contexts[rows[-1]])  # the bucket's longest row
+            ids = torch.full((len(rows), w), self.pad_id, dtype=torch.long)  # [b, w]
+            for j, i in enumerate(rows):
+                ids[j, w - len(contexts[i]) :] = torch.tensor(contexts[i], dtype=torch.long)
+            mask = ctx_mask[rows, width - w :]  # [b, w]
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # [b, w]
+            out = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=positions,
+                             use_cache=True)
+            layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+            parts.append((rows, layers, out.logits[:, -1, :].float()))
+        if hits:
+            parts.append((hits, *self._resume_kept([contexts[i] for i in hits], kept)))
+        first = parts[0][1]
+        n_rows = len(contexts)
+        layers = []
+        for layer, (k0, v0) in enumerate(first):
+            # zeros, not empty: padding columns are masked out, but 0 x NaN garbage would still be NaN
+            spare = min(room, _SlabLayer.SPARE)
+            keys = k0.new_zeros((n_rows, k0.shape[1], width + spare, k0.shape[3]))  # [R, H, W + spare, D]
+            values = torch.zeros_like(keys)
+            for rows, kv, _ in parts:
+                k, v = kv[layer]  # [b, H, w, D]
+                idx = torch.tensor(rows, device=self.device)
+                keys[idx, :, width - k.shape[2] : width] = k
+                values[idx, :, width - v.shape[2] : width] = v
+            layers.append(_SlabLayer(keys, values, width))
+        logits = torch.empty((n_rows, parts[0][2].shape[1]), device=self.device)  # [R, V]
+        for rows, _, lg in parts:
+            logits[torch.tensor(rows, device=self.device)] = lg
+        return Cache(layers=layers), logits, ctx_mask
+
+    def _resume_kept(self, contexts: list[list[int]], kept: dict):
+        """Contexts whose keys/values for all but the last token were kept: forward the last
+        token over them -> (per-layer (keys, values) [h, H, w, D], logits [h, V])."""
+        entries = [kept[tuple(c)] for c in contexts]
+        w = max(len(c) for c in contexts)
+        layers = []
+        for layer in range(len(entries[0])):
+            k0 = entries[0][layer][0]  # [H, L-1, D]
+            keys = k0.new_zeros((len(contexts), k0.shape[0], w - 1, k0.shape[2]))  # [h, H, w-1, D]
+            values = torch.zeros_like(keys)
+            for j, e in enumerate(entries):
+                k, v = e[layer]
+                keys[j, :, w - 1 - k.shape[1] :] = k
+                values[j, :, w - 1 - v.shape[1] :] = v
+            layers.append((keys, values))
+        mask = torch.zeros((len(contexts), w), dtype=torch.long, device=self.device)  # [h, w]
+        for j, c in enumerate(contexts):
+            mask[j, w - len(c) :] = 1
+        last = torch.tensor([[c[-1]] for c in contexts], device=self.device)  # [h, 1]
+        positions = torch.tensor([[len(c) - 1] for c in contexts], device=self.device)  # [h, 1]
+        out = self.model(input_ids=last, attention_mask=mask, position_ids=positions,
+                         past_key_values=DynamicCache(ddp_cache_data=layers), use_cache=True)
+        return [(layer.keys, layer.values) for layer in out.past_key_values.layers], out.logits[:, -1, :].float()
+
+    def _keep(self, cache, attn: torch.Tensor, cols: int, rows: list[tuple[int, int]], samples, new_tokens) -> None:
+        """Keep the keys/values of samples stopped by the token budget, for the call that resumes
+        them. Their last sampled token was never forwarded, so the cache holds all but the last
+        token of the context they resume with; at the same version that call forwards only that
+        token instead of prefilling the whole context. A weight sync (new version) drops them:
+        keys/values of old weights must not be attended to by new ones."""
+        for row, s in rows:
+            req = samples[s][0]
+            key = tuple(req.prompt_ids + req.prefix_ids + new_tokens[s])
+            if self.keep_kv_bytes <= 0 or key in self._kept:
+                continue
+            start = int(attn[row, :cols].argmax())  # first real column of this row
+            entry = [(layer.keys[row, :, start:cols].clone(), layer.values[row, :, start:cols].clone())
+                     for layer in cache.layers]  # [H, L-1, D] each
+            size = sum(k.numel() * k.element_size() * 2 for k, _ in entry)
+            if self._kept_bytes + size > self.keep_kv_bytes:
+                continue
+            self._kept[key] = entry
+            self._kept_bytes += size
 
     def _sample(self, logits: torch.Tensor, sampling: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
         # logits: [A, V] -> token [A], logp [A]
@@ -207,6 +344,76 @@ class HFEngine:
         n = self.repeat_ngram
         unit = tail[:n]
         return all(tail[i] == unit[i % n] for i in range(len(tail)))
+
+
+class _SlabLayer(DynamicLayer):
+    """One layer's keys/values in a buffer with spare columns, written in place. DynamicLayer
+    concatenates at every decode step, i.e. copies every row's whole cache each step; on CPU with
+    contexts of a few hundred tokens that copy costs as much as the rest of the step's attention.
+    Here the buffer grows SPARE columns at a time, and only when rows are dropped (a copy anyway)
+    is it trimmed back to its used columns + SPARE, so that copy stays the size of the cache."""
+
+    SPARE = 32
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int) -> None:
+        super().__init__()
+        # keys, values: [B, H, C, D], the first `length` columns filled
+        self.dtype, self.device = keys.dtype, keys.device
+        self._k, self._v, self._len = keys, values, length
+        self.is_initialized = True
+        self._view()
+
+    def _view(self) -> None:
+        self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]  # [B, H, len, D]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        n = key_states.shape[2]
+        if self._len + n > self._k.shape[2]:
+            extra = self._len + n - self._k.shape[2] + self.SPARE
+            self._k = torch.nn.functional.pad(self._k, (0, 0, 0, extra))
+            self._v = torch.nn.functional.pad(self._v, (0, 0, 0, extra))
+        self._k[:, :, self._len : self._len + n] = key_states
+        self._v[:, :, self._len : self._len + n] = value_states
+        self._len += n
+        self._view()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        n = indices.numel()
+        moved = (indices != torch.arange(n, device=indices.device)).nonzero().squeeze(1)
+        if n <= self._k.shape[0] and bool((indices[moved] >= n).all()):
+            # rows only come down from at or above n (see _fill_holes): move those rows, keep the rest
+            self._k[moved], self._v[moved] = self._k[indices[moved]], self._v[indices[moved]]
+            self._k, self._v = self._k[:n], self._v[:n]
+        else:
+            cut = min(self._k.shape[2], self._len + self.SPARE)
+            self._k, self._v = self._k[indices, :, :cut], self._v[indices, :, :cut]
+        self._view()
+
+    def drop_front(self, n: int) -> None:
+        self._k, self._v, self._len = self._k[:, :, n:], self._v[:, :, n:], self._len - n
+        self._view()
+
+
+def _fill_holes(n: int, dropped: list[int]) -> list[int]:
+    """Which old row each row keeps when the `dropped` rows leave a batch of n rows: rows stay in
+    place, except that the holes below the new size take the surviving rows from above it, so a
+    cache moves one row per hole instead of copying every row. E.g. n=5, dropped [1, 2] -> [0, 3, 4]."""
+    gone = set(dropped)
+    size = n - len(gone)
+    order = list(range(size))
+    above = [r for r in range(size, n) if r not in gone]
+    for hole, row in zip(sorted(r for r in gone if r < size), above):
+        order[hole] = row
+    return order
+
+
+def _sample_cap(req: GenerationRequest, k: int, default: int) -> int:
+    """The completion cap of sample k of `req`: meta["max_new_tokens"] lowers the sampling cap for
+    the request (an int) or for each of its n samples (a list), e.g. a target length per sample
+    while the group still shares one prefill."""
+    cap = req.meta.get("max_new_tokens", default)
+    return int(cap[k] if isinstance(cap, (list, tuple)) else cap)
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
