@@ -82,7 +82,7 @@ class HFEngine:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
     # -- sampling ------------------------------------------------------------------------
-    @torch.no_grad()
+    @torch.inference_mode()  # cheaper per op than no_grad; nothing sampled here is ever differentiated
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Rollout]:
         if not requests:
             return []
