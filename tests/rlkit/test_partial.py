@@ -109,6 +109,30 @@ def test_resumed_greedy_trajectory_equals_uncut_one(engine):
         assert "partial" not in r.meta and r.meta["problem"] == i // 2
 
 
+def test_a_group_started_while_another_resumes_from_kept_caches_matches_the_uncut_runs(engine, monkeypatch):
+    # round 2 mixes both kinds of rows: the first group resumed from the keys/values the engine
+    # kept in round 1 (same version), the second group prefilled fresh; later rounds resume both
+    first, second = _prompts(engine)
+    uncut = engine.generate([first, second], GREEDY)
+    calls: list[list[tuple[int, ...]]] = []  # input_ids shape of every forward, by engine call
+    generate = engine.generate
+    monkeypatch.setattr(engine, "generate", lambda *a: calls.append([]) or generate(*a))
+    handle = engine.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls[-1].append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        groups = _run_partial(engine, PartialRolloutBuffer(token_budget=4), [[first], [second]])
+    finally:
+        handle.remove()
+    # round 2: the fresh prompt prefilled once for its 2 samples, the 2 resumed samples forward
+    # only their last token over their kept keys/values
+    assert calls[1][:2] == [(1, len(second.prompt_ids)), (2, 1)]
+    got = {g[0].meta["problem"]: g for g in groups}
+    for i, ref in enumerate(uncut):
+        r = got[i // 2][i % 2]
+        assert (r.completion_ids, r.finish_reason) == (ref.completion_ids, ref.finish_reason)
+        torch.testing.assert_close(torch.tensor(r.logprobs), torch.tensor(ref.logprobs), atol=1e-4, rtol=0)
+
+
 def test_versions_are_tracked_per_token_across_segments(engine):
     engine.version = 0
     try:
