@@ -201,7 +201,7 @@ def main(argv=None) -> float:
 
     totals = {name: [0, 0.0, 0.0, 0] for name in modes}  # completed tokens, wall s, CPU s, model forwards
     forwards = [0]
-    engine.model.register_forward_pre_hook(lambda module, args: forwards.__setitem__(0, forwards[0] + 1))
+    engine.model.register_forward_pre_hook(lambda module, inputs: forwards.__setitem__(0, forwards[0] + 1))
     names = list(modes)
     for it in range(warmup + args.iters):
         timed = it >= warmup
