@@ -10,9 +10,9 @@ exactly as after a real optimizer step).
   one engine call, which lasts as long as its longest sample (the batch shrinks as samples end,
   but the few long ones decode alone for most of the steps).
 - partial: `Collector(partial=PartialRolloutBuffer(--budget))`, max_rounds 4 (the trainer's
-  default): --B groups kept in flight; each round is one engine call with the unfinished
-  trajectories (resumed from prompt + prefix) and n=G requests for the new groups that refill
-  the --B; rounds repeat within the step until --B groups are complete or 4 rounds ran. The
+  default): --in-flight x --B groups kept in flight (`partial.groups_in_flight`); each round is
+  one engine call with the unfinished trajectories (resumed from prompt + prefix) and n=G
+  requests for the new groups that refill the flight; rounds repeat within the step until --B groups are complete or 4 rounds ran. The
   rounds of one step share a version, so the engine resumes a trajectory from the keys/values it
   kept when the budget stopped it; the first round after a weight sync prefills prompt + prefix
   again (keys/values of the old weights are not reused).
@@ -84,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--long-frac", type=float, default=0.1, help="share of samples with a long answer")
     ap.add_argument("--long-min", type=float, default=5.0, help="long answers: at least this x --short")
     ap.add_argument("--long-max", type=float, default=8.0, help="long answers: at most this x --short")
+    ap.add_argument("--in-flight", type=int, default=3,
+                    help="partial: groups generated at once, as a multiple of --B (partial.groups_in_flight)")
     ap.add_argument("--iters", type=int, default=12, help="timed training steps per mode")
     ap.add_argument("--warmup", type=int, default=-1,
                     help="untimed steps per mode (-1: enough rounds for the longest target, plus one)")
@@ -186,7 +188,8 @@ def main(argv=None) -> float:
     def collector(partial: PartialRolloutBuffer | None) -> Collector:
         sampler = make_prompt_sampler("shuffle", problems, seed=args.seed, difficulty_column="")
         return Collector(CappedGenerate(engine, args), problems, NoScore(), sampler, group_size=args.G,
-                         groups_per_step=args.B, sampling=sampling, max_rounds=MAX_ROUNDS, partial=partial)
+                         groups_per_step=args.B, sampling=sampling, max_rounds=MAX_ROUNDS, partial=partial,
+                         groups_in_flight=args.in_flight * args.B)
 
     # the version bumps once per step and a step runs up to MAX_ROUNDS rounds of `budget` tokens,
     # so the longest target is at most ceil(longest / budget) - 1 versions old when it finishes

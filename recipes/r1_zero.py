@@ -104,7 +104,7 @@ def main(cfg: Config) -> None:
 
     collector = Collector(rollouts.generate, train, scorer, sampler, group_size=G, groups_per_step=B,
                           sampling=sampling, dynamic=cfg.sampling.dynamic, max_rounds=cfg.sampling.max_rounds,
-                          partial=partial)
+                          partial=partial, groups_in_flight=cfg.partial.groups_in_flight)
 
     start_step = 0
     resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None

@@ -3,7 +3,9 @@
 Plain GRPO is one round: B prompts x G samples, scored. Two options add rounds:
 - partial rollouts (Kimi k1.5): each round gives every trajectory `token_budget` new tokens;
   unfinished ones wait in the `PartialRolloutBuffer` and groups come out once all members end.
-  New groups are started so that B groups are in flight.
+  New groups are started so that `groups_in_flight` groups (default B) are being generated:
+  more in flight keeps each round's batch full while long trajectories run on, at the price
+  of more tokens sampled by older weights (bounded by the buffer's staleness limit).
 - dynamic sampling (DAPO): groups whose rewards are all equal (zero advantage) are dropped.
 Either way rounds repeat until B groups are gathered, or `max_rounds` is reached with at least
 one group (then the step trains on what it has and says so in `batch/groups`).
@@ -30,12 +32,13 @@ class Collector:
     def __init__(self, generate: Callable[[list[GenerationRequest], SamplingParams], list[Rollout]],
                  problems: list[Problem], scorer: Scorer, sampler: PromptSampler, *, group_size: int,
                  groups_per_step: int, sampling: SamplingParams, dynamic: bool = False, max_rounds: int = 1,
-                 partial: PartialRolloutBuffer | None = None) -> None:
+                 partial: PartialRolloutBuffer | None = None, groups_in_flight: int = 0) -> None:
         self.generate, self.problems, self.scorer, self.sampler = generate, problems, scorer, sampler
         self.group_size, self.groups_per_step = group_size, groups_per_step
         self.sampling = partial.sampling(sampling) if partial is not None else sampling
         self.dynamic, self.partial = dynamic, partial
         self.max_rounds = max(1, max_rounds) if (dynamic or partial is not None) else 1
+        self.groups_in_flight = max(groups_in_flight, groups_per_step)
 
     def collect(self, version: int) -> tuple[list[list[Rollout]], dict[str, float]]:
         """Scored groups (each G rollouts of one problem, rewards set) and this step's metrics."""
@@ -46,8 +49,11 @@ class Collector:
         t_gen = 0.0
         while len(kept) < self.groups_per_step:
             rounds += 1
-            in_flight = self.partial.num_incomplete_groups if self.partial is not None else 0
-            ids = self.sampler.next_batch(max(0, self.groups_per_step - in_flight))
+            if self.partial is not None:
+                start = self.groups_in_flight - self.partial.num_incomplete_groups
+            else:
+                start = self.groups_per_step
+            ids = self.sampler.next_batch(max(0, start))
             new = [GenerationRequest(self.problems[i].prompt_ids, n=G, meta={"problem": i}) for i in ids]
             requests = self.partial.requests_for_step(new, version) if self.partial is not None else new
             t0 = time.perf_counter()

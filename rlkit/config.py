@@ -288,3 +288,4 @@ class PartialConfig:
     max_staleness: int = 4  # versions behind before an unfinished trajectory is restarted
     stale_mode: str = "mask"  # mask | importance: how tokens from older policies enter the loss
     is_cap: float = 2.0  # truncation cap of the importance weights
+    groups_in_flight: int = 0  # groups being generated at once (0 = rollout.prompts_per_step)

@@ -12,10 +12,6 @@ from rlkit.rollout.partial import PartialRolloutBuffer
 from rlkit.scoring import Scorer
 from rlkit.types import FINISH_BUDGET, FINISH_STOP, Rollout, SamplingParams
 
-import rewards
-
-
-@rewards.register("test_collect_parity")
 def parity_reward(completions, answer, **kw):
     # 1.0 when the completion's text equals the gold answer, else 0.0
     return [float(c == a) for c, a in zip(completions, answer)]
@@ -51,7 +47,7 @@ class ScriptedEngine:
 
 
 def _collector(engine, problems, **kw):
-    scorer = Scorer({"test_collect_parity": 1.0}, "test_collect_parity")
+    scorer = Scorer({parity_reward: 1.0}, "parity_reward")
     sampler = make_prompt_sampler("in_order", problems, seed=0, difficulty_column="")
     return Collector(engine.generate, problems, scorer, sampler, group_size=2, groups_per_step=2,
                      sampling=SamplingParams(max_new_tokens=64), **kw)
