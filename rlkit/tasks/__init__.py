@@ -1,0 +1,1 @@
+"""Procedural reasoning tasks and the tiny tokenizer that the embedded base model is pretrained with."""
