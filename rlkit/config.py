@@ -202,7 +202,7 @@ class DataConfig:
 
 @dataclasses.dataclass
 class RolloutConfig:
-    engine: str = "hf"  # hf | vllm
+    engine: str = "hf"  # a name in rlkit.rollout.engine.ENGINES
     num_actors: int = 1  # Ray rollout actors, each with its own engine
     device: str = "cpu"  # cpu | cuda
     group_size: int = 8  # G samples per prompt

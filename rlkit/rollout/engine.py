@@ -3,7 +3,8 @@
 An engine turns token ids (a prompt, or a prompt plus an unfinished completion) into new
 tokens with their sampling log-probabilities, the policy version of every token and a finish
 reason (`stop`, `length`, `budget`, `repeat`). It never computes rewards and never sees the
-optimizer. Engines are selected by name from config (`rollout.engine: hf | vllm`).
+optimizer. Engines are selected by name from config (`rollout.engine: hf`); a vLLM engine would
+register itself here the same way.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ class RolloutEngine(Protocol):
 
 
 def make_engine(name: str, **kwargs: Any) -> RolloutEngine:
-    if name == "vllm":  # imported lazily: vLLM is an optional extra and needs a GPU
-        import rlkit.rollout.vllm  # noqa: F401
-    else:
-        import rlkit.rollout.hf  # noqa: F401
+    import rlkit.rollout.hf  # noqa: F401  (registers "hf")
+
+    if name not in ENGINES:
+        raise ValueError(f"unknown rollout engine {name!r}; available: {', '.join(ENGINES.names())} "
+                         "(a vLLM engine is not part of this release)")
     return ENGINES.get(name)(**kwargs)
