@@ -207,6 +207,10 @@ def main(argv=None) -> None:
           f"completion tokens/step)")
     print(f"trl:   median step {trl_med:.3f}s over {len(trl_times)} steps (generate {med(trl_gen):.3f}s, "
           f"rest {med([a - b for a, b in zip(trl_times, trl_gen)]):.3f}s; {med(trl_tokens):.0f} completion tokens/step)")
+    # the two sides sample different completions, so also compare time per completion token
+    rl_per_k = med([1000 * t.total_s / t.completion_tokens for t in rl_times])
+    trl_per_k = med([1000 * s / n for s, n in zip(trl_times, trl_tokens)])
+    print(f"per 1k completion tokens: rlkit {rl_per_k:.3f}s, trl {trl_per_k:.3f}s, ratio {trl_per_k / rl_per_k:.2f}")
     print(f"rlkit_median_s={rl_med:.3f} trl_median_s={trl_med:.3f}")
     print(f"speedup={trl_med / rl_med:.2f}")
 

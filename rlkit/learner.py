@@ -15,6 +15,7 @@ import copy
 import os
 import random
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -88,6 +89,92 @@ def shared_prefix_logprobs(model, input_ids: torch.Tensor, attention_mask: torch
     return logp, logits, out
 
 
+MAX_TREE_TOKENS = 8192  # longest packed prefix tree: its [S, S] attention mask is materialised
+
+
+def prefix_tree(input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Pack right-padded rows into their prefix tree, every distinct prefix once.
+
+    Returns tokens [S], depth [S] (position in its rows), node [N, L] (tree node of each row position, 0 on
+    padding) and mask [S, S] (bool: node i sees node j iff j is i or one of its ancestors); None if the rows
+    are not right-padded. Rows of one GRPO group share their prompt, and every row the template."""
+    if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+        return None
+    rows, lengths = input_ids.tolist(), attention_mask.sum(dim=1).tolist()
+    index: dict[tuple[int, int], int] = {}  # (parent node, token) -> node; the root is -1
+    tokens: list[int] = []
+    depth: list[int] = []
+    chains: list[list[int]] = []
+    for row, length in zip(rows, lengths):
+        parent, chain = -1, []
+        for t in range(length):
+            node = index.get((parent, row[t]))
+            if node is None:
+                node = index[(parent, row[t])] = len(tokens)
+                tokens.append(row[t])
+                depth.append(t)
+            chain.append(node)
+            parent = node
+        chains.append(chain)
+    device = input_ids.device
+    size, width = len(tokens), input_ids.shape[1]
+    node_of = torch.zeros(input_ids.shape, dtype=torch.long)
+    mask = torch.zeros(size, size, dtype=torch.bool)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    for r, chain in enumerate(chains):
+        c = torch.tensor(chain, dtype=torch.long)
+        node_of[r, : len(chain)] = c
+        mask[c.unsqueeze(1), c.unsqueeze(0)] = causal[: len(chain), : len(chain)]  # same pairs agree in every row
+    return (torch.tensor(tokens, device=device), torch.tensor(depth, device=device), node_of.to(device),
+            mask.to(device))
+
+
+def packed_tree_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float, *,
+                         with_router: bool = False):
+    """`token_logprobs` computed on the rows' prefix tree packed into one sequence: every shared prefix (the
+    template, a group's prompt, a common start of completions) runs once, there is no padding, and a tree
+    attention mask gives each token exactly the context it has in its own row, so log-probs, gradients and
+    the MoE load-balancing loss equal a full forward's up to float error. Returns None where it does not
+    apply: rows not right-padded, a tree whose attention would cost more than the padded batch's, a model
+    without the decoder / output-embedding split or an MoE module without `load_balancing_loss_func`.
+    The model's head must be a plain projection of the decoder's last hidden state; `Learner` checks that
+    once against a full forward before relying on it."""
+    n, length = input_ids.shape
+    aux_fn = None
+    if with_router:
+        aux_fn = getattr(sys.modules.get(type(model).__module__), "load_balancing_loss_func", None)
+        if aux_fn is None:
+            return None
+    get_decoder = getattr(model, "get_decoder", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = get_decoder() if get_decoder is not None else None
+    if decoder is None or head is None or decoder is model:
+        return None
+    tree = prefix_tree(input_ids, attention_mask)
+    if tree is None:
+        return None
+    tokens, depth, node, mask = tree
+    size = tokens.numel()
+    if size > MAX_TREE_TOKENS or size * size > n * length * length:
+        return None
+    kwargs = {"output_router_logits": True} if with_router else {}
+    # the decoder alone: the causal LM would compute its own aux loss against this 4-D mask
+    out = decoder(input_ids=tokens.unsqueeze(0), position_ids=depth.unsqueeze(0),
+                  attention_mask=mask.view(1, 1, size, size), use_cache=False, **kwargs)
+    packed = head(out.last_hidden_state)[0]  # [S, V]
+    logits = packed[node[:, :-1]].float()  # [N, L-1, V]: the node at position t predicts token t+1
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
+    logp = torch.log_softmax(logits, dim=-1).gather(2, input_ids[:, 1:].unsqueeze(2)).squeeze(2)  # [N, L-1]
+    result = SimpleNamespace(logits=None, aux_loss=None, router_logits=None, packed_tokens=size)
+    if with_router:
+        flat = node.reshape(-1)
+        router = tuple(r.reshape(size, -1)[flat] for r in out.router_logits)  # per layer [N*L, E], full-forward order
+        result.router_logits = router
+        result.aux_loss = aux_fn(router, router[0].shape[-1], experts_per_token(model), attention_mask)
+    return logp, logits, result
+
+
 class Learner:
     def __init__(self, model_path: str, cfg: LearnerConfig, algo: AlgoConfig, *, temperature: float = 1.0,
                  max_new_tokens: int | None = None, dtype: str = "float32", seed: int = 0) -> None:
@@ -112,6 +199,8 @@ class Learner:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         self.model.train()
         self.step = 0
+        # packed prefix trees: None until checked once against a full forward, then True or False
+        self._tree_ok: bool | None = None
 
     # -- training ------------------------------------------------------------------------
     def train_step(self, batch: TrainBatch, *, total_tokens: float, total_seqs: int) -> dict[str, float]:
@@ -119,9 +208,15 @@ class Learner:
         device = self.accelerator.device
         world = self.accelerator.num_processes
         micro = max(1, self.cfg.micro_batch_size)
-        # micro-batches of similar lengths pad less; the loss is normalised over the whole batch, so the
-        # order changes no gradient
-        batch = batch.select(torch.argsort(batch.attention_mask.sum(dim=1), descending=True, stable=True))
+        # the policy loss is normalised over the whole batch, so the order of rows changes none of its gradient
+        # (the MoE balance loss is per micro-batch, as before): rows in token order put a group's shared prompt
+        # in one micro-batch (packed prefix trees), else rows of similar lengths go together (less padding)
+        if self._shared_forward_allowed() and self._tree_ok is not False:
+            rows = [r[:n] for r, n in zip(batch.input_ids.tolist(), batch.attention_mask.sum(dim=1).tolist())]
+            order = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), dtype=torch.long)
+        else:
+            order = torch.argsort(batch.attention_mask.sum(dim=1), descending=True, stable=True)
+        batch = batch.select(order)
         chunks = [batch.select(slice(i, i + micro)).trim() for i in range(0, len(batch), micro)]
         sums: dict[str, float] = {}
         weight_total = 0.0
@@ -148,12 +243,18 @@ class Learner:
     def _micro_step(self, b: TrainBatch, total_tokens: float, total_seqs: int, share: float):
         algo = self.algo
         result = None
-        prefix = shared_prefix_len(b.input_ids, b.attention_mask)
-        # the shared prefix takes two forwards before one backward, which DDP (several ranks) does not allow
-        if (prefix >= MIN_SHARED_PREFIX and self.accelerator.num_processes == 1
-                and not _checkpointing(self.model)):
-            result = shared_prefix_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature, prefix,
-                                            with_router=self.is_moe)
+        if self._shared_forward_allowed():
+            if self._tree_ok is not False:
+                result = packed_tree_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
+                                              with_router=self.is_moe)
+                if result is not None and self._tree_ok is None:
+                    self._tree_ok = self._tree_matches(b, result)
+                    if not self._tree_ok:
+                        result = None
+            prefix = shared_prefix_len(b.input_ids, b.attention_mask) if result is None else 0
+            if prefix >= MIN_SHARED_PREFIX:
+                result = shared_prefix_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
+                                                prefix, with_router=self.is_moe)
         if result is None:
             result = token_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
                                     with_router=self.is_moe)
@@ -196,6 +297,29 @@ class Learner:
             if getattr(out, "router_logits", None) is not None:
                 metrics.update(expert_load_metrics(out.router_logits, b.attention_mask, self.top_k))
         return loss, metrics, tokens
+
+    def _shared_forward_allowed(self) -> bool:
+        """Prefix sharing calls the unwrapped model (and the shared-prefix path forwards twice before one
+        backward), which DDP does not allow; activation checkpointing turns the KV cache off."""
+        return self.accelerator.num_processes == 1 and not _checkpointing(self.model)
+
+    @torch.no_grad()
+    def _tree_matches(self, b: TrainBatch, result) -> bool:
+        """One-time check that the packed tree reproduces this model's full forward (a head that is not a plain
+        projection of the last hidden state, or an attention that ignores 4-D masks, would not)."""
+        logp, _, out = result
+        ref_logp, _, ref = token_logprobs(self.model, b.input_ids, b.attention_mask, self.temperature,
+                                          with_router=self.is_moe)
+        exact = next(self.model.parameters()).dtype == torch.float32 and self.cfg.mixed_precision == "no"
+        tol = 1e-3 if exact else 5e-2
+        mask = b.loss_mask > 0
+        ok = bool(((logp.detach() - ref_logp).abs()[mask].max() <= tol).item()) if bool(mask.any()) else True
+        if ok and self.is_moe and getattr(ref, "aux_loss", None) is not None and out.aux_loss is not None:
+            ok = abs(float(out.aux_loss) - float(ref.aux_loss)) <= tol * max(1.0, abs(float(ref.aux_loss)))
+        if not ok:
+            warnings.warn("packed prefix-tree forward does not reproduce this model's full forward; "
+                          "the learner uses the plain or shared-prefix forward instead")
+        return ok
 
     # -- weights and state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:
