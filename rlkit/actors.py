@@ -22,7 +22,11 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     # the driver's environment (threads, paths) must reach actors on this machine
-    env = {k: v for k, v in os.environ.items() if k in ("PYTHONPATH", "OMP_NUM_THREADS", "HF_HUB_OFFLINE")}
+    env = {k: v for k, v in os.environ.items()
+           if k in ("PYTHONPATH", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "HF_HUB_OFFLINE")}
+    # Rollout and learner actors take turns on the same cores: spinning OpenMP workers of the
+    # idle one would starve the busy one.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": True, "include_dashboard": False}
     if address:
         ray.init(address=address, **kwargs)
