@@ -78,6 +78,8 @@ def _system_mounts(site_packages: bool) -> tuple[str, ...]:
         # bwrap would create the missing parents (/root, /work, ...) as 0700, which
         # the unprivileged uid could not traverse.
         for parent in reversed(PurePosixPath(d).parents[:-1]):
+            if str(parent) == "/tmp":  # already the sandbox's own tmpfs, world-writable: leave it
+                continue
             if str(parent) not in made:
                 made.add(str(parent))
                 args += ["--perms", "0755", "--dir", str(parent)]
@@ -128,10 +130,12 @@ def command(*, status_fd: int, launcher_fd: int, program_fd: int, files: list[tu
     args += ["--die-with-parent", "--new-session", "--hostname", "sandbox",
              "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", WORKDIR,
              "--setenv", "LANG", "C.UTF-8", "--json-status-fd", str(status_fd)]
-    args += _system_mounts(site_packages)
+    # the private /tmp first: an interpreter or venv that lives under the host's /tmp is then
+    # bound read-only on top of it instead of being hidden by it
     args += ["--proc", "/proc", *_DEVICES,
-             "--size", str(disk_bytes), "--perms", "1777", "--tmpfs", "/tmp",
-             "--size", str(disk_bytes), "--perms", "0777", "--tmpfs", WORKDIR,
+             "--size", str(disk_bytes), "--perms", "1777", "--tmpfs", "/tmp"]
+    args += _system_mounts(site_packages)
+    args += ["--size", str(disk_bytes), "--perms", "0777", "--tmpfs", WORKDIR,
              "--perms", "0444", "--file", str(launcher_fd), LAUNCHER_PATH,
              "--perms", "0444", "--file", str(program_fd), PROGRAM_PATH]
     for fd, name in files:
