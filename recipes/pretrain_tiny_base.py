@@ -5,7 +5,7 @@ test, RL train prompts, pretraining corpus) and renders each corpus problem in t
 template followed by one of three habits (``rlkit.tasks.arithmetic``): a careful column-by-column
 procedure with carries (a minority, opening "<think> Step by step ."), a one-line sloppy guess
 (the majority, opening "<think> Quick guess :") and a small share with broken tags. It builds the
-word-level tokenizer, trains a few-million-parameter Qwen3-MoE (8 routed experts, top-2) with
+word-level tokenizer, trains a 2.5M-parameter Qwen3-MoE (3 layers, 8 routed experts, top-2) with
 AdamW, saves model + tokenizer + generation config in HF format and the splits as JSONL, and
 then measures on the held-out test set: accuracy sampled at T=1, accuracy with the careful
 opening forced, the share of well-formed completions and the completion length of each habit.
@@ -34,8 +34,8 @@ How it departs from usual pretraining:
   habit the base prefers (clipping at 1.0 halved the careful share in a trial run).
 - The MoE load-balancing loss is added, measured over real (non-padding) tokens.
 
-Launch (writes data/models/tiny-moe and data/tiny_math; about 5 minutes on 2 idle CPU cores,
-10 minutes on a busy pair):
+Launch (writes data/models/tiny-moe and data/tiny_math; about 8.5 minutes on 2 CPU cores
+shared with other work, less on an idle pair):
     rlkit run pretrain_tiny_base --config recipes/configs/pretrain_tiny_base.yaml
 """
 
@@ -43,21 +43,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from transformers import GenerationConfig, Qwen3MoeForCausalLM
-from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
+# Idle OpenMP threads sleep instead of spinning: on a 2-core machine shared with other work,
+# spinning threads made a training step 10x slower (same numbers either way). Set before torch
+# loads its OpenMP runtime; an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import rewards
-from rlkit.models import tiny_moe_config
-from rlkit.tasks import arithmetic
-from rlkit.tasks.tokenizer import build_tokenizer
-from rlkit.templates import apply_template
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from transformers import GenerationConfig, Qwen3MoeForCausalLM  # noqa: E402
+from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func  # noqa: E402
+
+import rewards  # noqa: E402
+from rlkit.models import tiny_moe_config  # noqa: E402
+from rlkit.tasks import arithmetic  # noqa: E402
+from rlkit.tasks.tokenizer import build_tokenizer  # noqa: E402
+from rlkit.templates import apply_template  # noqa: E402
 
 TEMPLATE = "r1_zero"
 
@@ -65,12 +71,12 @@ TEMPLATE = "r1_zero"
 @dataclass
 class ModelShape:
     hidden_size: int = 128
-    num_layers: int = 2  # two layers learned the procedure faster per CPU-second than three or four
+    num_layers: int = 3  # with 2 layers copying the 4-digit Result into the answer failed ~14% of the time
     num_heads: int = 4
     num_kv_heads: int = 2
     num_experts: int = 8
     experts_per_token: int = 2
-    expert_intermediate_size: int = 384
+    expert_intermediate_size: int = 256
     max_position_embeddings: int = 256  # template <= 86 tokens + completion <= 96 fits with room
     router_aux_loss_coef: float = 0.01
 
@@ -122,8 +128,7 @@ def main(cfg: Config) -> None:
     kind_counts = {k: sum(kind == k for _, kind, _ in corpus) for k in ("drill", *arithmetic.COMPLETION_KINDS)}
     print(f"corpus: {len(corpus)} problems, {kind_counts}")
 
-    # The vocabulary is every word of the template and of one completion of each habit
-    # per corpus problem; tags and digits are always in it.
+    # The vocabulary is every word of the template and of the corpus; tags and digits always.
     tok = build_tokenizer([apply_template(TEMPLATE, splits.test[0].prompt)] + [c for _, _, c in corpus])
     preamble_text = apply_template(TEMPLATE, "{prompt}").split("{prompt}")[0].rstrip()
     preamble = tok(preamble_text)["input_ids"]  # the constant part every sequence starts with
@@ -152,6 +157,7 @@ def main(cfg: Config) -> None:
 
     m = cfg.model
     model_cfg = tiny_moe_config(
+        # intermediate_size is the dense MLP's, unused: every layer is a sparse MoE layer.
         len(tok), hidden_size=m.hidden_size, intermediate_size=2 * m.hidden_size,
         moe_intermediate_size=m.expert_intermediate_size, num_hidden_layers=m.num_layers,
         num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads, head_dim=m.hidden_size // m.num_heads,

@@ -6,11 +6,11 @@ the one thing that makes the problem hard for the sloppy habit below.
 The corpus teaches the tiny base three habits for the same problems, in fixed shares:
 
 - **careful** (minority): column-by-column addition with explicit carries, then the answer
-  (see :func:`careful_thought`).
-  Opens with ``<think> Step by step`` so that choosing it is a single early token, the
-  lever that RL can pull (the small-scale echo of R1-Zero learning to think longer);
+  (see :func:`careful_thought`). It opens with ``<think> Step by step`` so that choosing it
+  is a single early token, the lever that RL can pull (the small-scale echo of R1-Zero
+  learning to think longer);
 - **sloppy** (majority): a one-line guess that adds the columns and forgets the carries,
-  so it is right exactly when the problem has no carry;
+  so it is right exactly when the problem has no carry (:func:`no_carry_sum`);
 - **broken** (small share): the sloppy guess with the answer tags or all tags missing, so a
   format reward has something to improve as well. No answer is marked at all (no tags, no
   "the answer is"), so these score zero on accuracy under any extractor.
