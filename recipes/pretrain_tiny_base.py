@@ -268,7 +268,8 @@ def main(cfg: Config) -> None:
     free = sample(model, tok, prompts, cfg, samples=k, temperature=cfg.eval_temperature)
     forced = [f"{prompt} {opening}" for prompt in prompts]
     forced_greedy = [f"{opening} {c}" for c in sample(model, tok, forced, cfg, samples=1, temperature=0.0)]
-    forced_sampled = [f"{opening} {c}" for c in sample(model, tok, forced, cfg, samples=1, temperature=cfg.eval_temperature)]
+    forced_sampled = [f"{opening} {c}"
+                      for c in sample(model, tok, forced, cfg, samples=1, temperature=cfg.eval_temperature)]
 
     correct = score(free, splits.test, k)
     habit = [classify(c) for c in free]
@@ -295,7 +296,9 @@ def main(cfg: Config) -> None:
 HABITS = ("careful", "sloppy", "other")
 
 
-def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Random, bucket: int = 16) -> list[list[int]]:
+def length_bucketed_batches(
+    lengths: list[int], batch_size: int, rng: random.Random, bucket: int = 16
+) -> list[list[int]]:
     """One shuffled pass in batches of similar length: careful thoughts are ~4x longer than
     sloppy ones, and padding them together would waste about half of every step.
 

@@ -157,7 +157,10 @@ class Splits:
 
 
 def make_splits(seed: int, n_test: int, n_train: int, n_corpus: int) -> Splits:
-    """Three disjoint problem sets drawn from one seeded stream (test first, so it never depends on the others' sizes)."""
+    """Three disjoint problem sets drawn from one seeded stream.
+
+    Test is drawn first, so it never depends on the other sizes.
+    """
     rng = random.Random(seed)
     test = sample_problems(n_test, rng)
     train = sample_problems(n_train, rng, exclude=set(test))

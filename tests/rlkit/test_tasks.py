@@ -5,7 +5,7 @@ import random
 import pytest
 
 from rlkit.tasks import arithmetic
-from rlkit.tasks.arithmetic import Problem, columns, make_splits, no_carry_sum, render_completion
+from rlkit.tasks.arithmetic import Problem, make_splits, no_carry_sum, render_completion
 from rlkit.tasks.tokenizer import TAGS, build_tokenizer
 from rlkit.templates import apply_template
 
@@ -102,7 +102,8 @@ def test_test_split_does_not_depend_on_the_other_sizes():
 
 def test_corpus_shares_are_roughly_respected():
     problems = make_splits(0, 0, 0, 4000).corpus
-    kinds = [k for _, k, _ in arithmetic.corpus_completions(problems, 0, {"careful": 0.3, "sloppy": 0.6, "broken": 0.1})]
+    shares = {"careful": 0.3, "sloppy": 0.6, "broken": 0.1}
+    kinds = [k for _, k, _ in arithmetic.corpus_completions(problems, 0, shares)]
     # 4000 draws: the standard deviation of a 0.3 share is sqrt(0.3*0.7/4000) ~ 0.007.
     assert abs(kinds.count("careful") / 4000 - 0.3) < 0.03
     assert abs(kinds.count("broken") / 4000 - 0.1) < 0.03
@@ -146,7 +147,10 @@ def test_tokenizer_round_trips_a_corpus_text(tok):
     assert tok.decode(tok(text)["input_ids"]) == text
 
 
-def test_tokenizer_is_deterministic(tok):
-    again = build_tokenizer([apply_template("r1_zero", "What is 1 + 2?")]
-                            + [render_completion(Problem(47, 38), k, random.Random(0)) for k in arithmetic.COMPLETION_KINDS])
+def test_tokenizer_ids_do_not_depend_on_text_order(tok):
+    rng = random.Random(0)
+    texts = [apply_template("r1_zero", "What is 1 + 2?")]
+    texts += [render_completion(Problem(47, 38), k, rng) for k in arithmetic.COMPLETION_KINDS]
+    again = build_tokenizer(texts[::-1] + texts)  # reversed, and every text twice
     assert again.get_vocab() == tok.get_vocab()
+    assert again.convert_tokens_to_ids(["<pad>", "</s>", "<think>", "0", "##0"]) == [0, 1, 3, 7, 17]
