@@ -201,6 +201,10 @@ def main(argv=None) -> None:
 
     rl_med = med([t.total_s for t in rl_times])
     trl_med = med(trl_times)
+    import ray
+
+    ray.shutdown()  # before the summary, so no actor log line lands after `speedup=`
+    sys.stdout.flush()
     print(f"rlkit: median step {rl_med:.3f}s over {len(rl_times)} steps (generate {med([t.generate_s for t in rl_times]):.3f}s, "
           f"learn {med([t.learn_s for t in rl_times]):.3f}s, score {med([t.score_s for t in rl_times]):.4f}s, "
           f"sync {med([t.sync_s for t in rl_times]):.3f}s; {med([t.completion_tokens for t in rl_times]):.0f} "
