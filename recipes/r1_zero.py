@@ -95,7 +95,8 @@ def main(cfg: Config) -> None:
     gpu = 1 if cfg.rollout.device == "cuda" else 0
     rollouts = RolloutGroup(cfg.rollout.num_actors, cfg.rollout.engine,
                             {"model_path": cfg.model.path, "device": cfg.rollout.device, "dtype": cfg.model.dtype,
-                             "seed": cfg.seed}, num_gpus=gpu)
+                             "seed": cfg.seed, "repeat_ngram": cfg.rollout.repeat_ngram,
+                             "repeat_window": cfg.rollout.repeat_window}, num_gpus=gpu)
     learners = LearnerGroup(cfg.learner.num_learners,
                             {"model_path": cfg.model.path, "cfg": cfg.learner, "algo": cfg.algo,
                              "temperature": cfg.rollout.temperature, "max_new_tokens": cfg.rollout.max_new_tokens,

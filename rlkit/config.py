@@ -212,6 +212,8 @@ class RolloutConfig:
     top_p: float = 1.0
     eval_temperature: float = 1.0  # 0 = greedy
     eval_samples: int = 1  # k samples per held-out problem: eval/accuracy is avg@k
+    repeat_ngram: int = 0  # stop a sample whose last repeat_window tokens repeat one n-gram (0 = off)
+    repeat_window: int = 0
 
 
 @dataclasses.dataclass
@@ -271,6 +273,7 @@ class ShapingConfig:
     overlong_max: int = 0  # its L_max (0 = rollout.max_new_tokens)
     overlong_coef: float = 1.0
     overlong_filter: bool = False  # mask truncated samples out of the loss
+    repeat_penalty: float = 0.0  # added to the reward of samples stopped as repetitions (e.g. -0.5)
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ import torch
 
 from rlkit.algo import kimi_length_reward, overlong_filter_mask, overlong_penalty
 from rlkit.config import ShapingConfig
+from rlkit.rollout.partial import apply_repeat_penalty
 from rlkit.types import Rollout, TrainBatch
 
 
@@ -30,6 +31,8 @@ def shape_rewards(rollouts: list[Rollout], cfg: ShapingConfig, *, step: int, gro
         for r, p in zip(rollouts, penalty.tolist()):
             r.reward += p
         metrics["shaping/overlong_penalty_mean"] = float(penalty.mean())
+    if cfg.repeat_penalty != 0:
+        metrics.update(apply_repeat_penalty(rollouts, cfg.repeat_penalty))
     return metrics
 
 
