@@ -24,6 +24,14 @@ is seen here as a `Remote` handle, which can be called, indexed, iterated or
 asked for an attribute, but is equal only to itself and has no truth value. An
 assert runs here, on plain values, so an object whose __eq__ always returns True
 never takes part in a comparison.
+
+Nothing the solution writes can run here: before the first worker exists the
+harness drops every writable directory (the working directory, /tmp) from its
+import path, so neither a test's `import` nor a lazy import of the harness can
+pick up a planted file. A module object coming back from the worker is a handle
+like any other object, except the few standard modules loaded here beforehand
+(`_PRELOADED`), for which the test gets this process's copy; a module name from
+the worker never causes an import.
 """
 
 import binascii
@@ -178,12 +186,12 @@ def _value(worker, reply):
         return reply[1]
     if kind == "h" and len(reply) == 3 and type(reply[1]) is int and type(reply[2]) is str:
         return Remote(worker, reply[1], reply[2])
-    if kind == "m" and len(reply) == 2 and type(reply[1]) is str:
-        # A module the solution imported: the test gets the harness's own copy.
-        if reply[1] not in sys.stdlib_module_names:
-            raise ImportError(f"module {reply[1]!r} is not from the standard library")
-        __import__(reply[1])
-        return sys.modules[reply[1]]
+    if kind == "m" and len(reply) == 3 and type(reply[1]) is str and type(reply[2]) is int:
+        # A module the solution imported. The name only selects among modules this
+        # process loaded itself before any solution code ran; nothing is imported
+        # by it. Any other module stays in the worker like any other object.
+        trusted = _TRUSTED_MODULES.get(reply[1])
+        return trusted if trusted is not None else Remote(worker, reply[2], "module")
     if kind == "stop" and len(reply) == 1:
         raise StopIteration
     if kind == "exc" and len(reply) == 3 and type(reply[1]) is str and type(reply[2]) is str:
@@ -410,6 +418,40 @@ def _forbid_inspection():
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE, 0) failed")
 
 
+# Standard modules a test may use through a name the solution imported
+# (``assert math.isclose(...)`` after the solution's ``import math``): the test gets
+# these copies, loaded here before the solution runs, never the solution's.
+_PRELOADED = ("math", "cmath", "itertools", "functools", "operator", "collections", "string")
+_TRUSTED_MODULES = {}
+
+
+def _confine_imports():
+    """Leave this process an import path no sandboxed program can write to.
+
+    The working directory, /tmp and anything else writable by this uid is
+    writable by the worker too (same uid, same mounts): a module planted there must never run
+    here, whether a test imports it or a lazy import inside the harness does.
+    Only existing directories that this process cannot write stay on the path.
+    Runs before the first worker starts, so before any solution code exists.
+    """
+    for name in _PRELOADED:
+        __import__(name)
+    _TRUSTED_MODULES.update((name, sys.modules[name]) for name in _PRELOADED)
+    kept = []
+    for entry in sys.path:
+        if (entry and os.path.isabs(entry) and os.path.isdir(entry) and not os.access(entry, os.W_OK)
+                and not _under(entry, os.getcwd())):
+            kept.append(entry)
+    sys.path[:] = kept
+    sys.path_importer_cache.clear()
+    sys.dont_write_bytecode = True
+
+
+def _under(path, root):
+    path, root = os.path.realpath(path), os.path.realpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
 def _read_all(fd):
     chunks = []
     while True:
@@ -428,6 +470,9 @@ def main():
 
     _forbid_inspection()
     first_worker = Worker.start(fresh_interpreter=False)
+    # After the fork: the worker keeps the launcher's path (the solution may import
+    # its own files); this process drops every writable entry.
+    _confine_imports()
     spec = marshal.loads(_read_all(0))
     null = os.open("/dev/null", os.O_RDWR)
     os.dup2(null, 0)

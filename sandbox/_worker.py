@@ -103,9 +103,10 @@ def _wrap(value, objects):
         return ("v", to_plain(value))
     except NotPlain:
         pass
-    if type(value) is type(sys):
-        return ("m", str.__str__(value.__name__) if isinstance(value.__name__, str) else "?")
     objects[len(objects)] = value
+    if type(value) is type(sys):
+        name = value.__dict__.get("__name__")
+        return ("m", str.__str__(name) if isinstance(name, str) else "?", len(objects) - 1)
     return ("h", len(objects) - 1, type(value).__name__)
 
 
