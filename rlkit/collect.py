@@ -8,11 +8,16 @@ Plain GRPO is one round: B prompts x G samples, scored. Two options add rounds:
   of more tokens sampled by older weights (bounded by the buffer's staleness limit).
 - dynamic sampling (DAPO): groups whose rewards are all equal (zero advantage) are dropped.
 Either way rounds repeat until B groups are gathered, or `max_rounds` is reached with at least
-one group (then the step trains on what it has and says so in `batch/groups`).
+one group (then the step trains on what it has and says so in `batch/groups`). With dynamic
+sampling a step trains on B groups; informative groups beyond B (a round or the partial buffer
+can finish several at once) are kept, already scored, for the next step (`batch/carried_groups`),
+never thrown away. Their tokens are then one policy version old, which the partial rollouts'
+stale-token handling (or the PPO ratio against their behaviour log-probs) accounts for.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Callable
 
@@ -39,11 +44,13 @@ class Collector:
         self.dynamic, self.partial = dynamic, partial
         self.max_rounds = max(1, max_rounds) if (dynamic or partial is not None) else 1
         self.groups_in_flight = max(groups_in_flight, groups_per_step)
+        self._carried: list[list[Rollout]] = []  # scored, informative groups beyond the last step's B
 
     def collect(self, version: int) -> tuple[list[list[Rollout]], dict[str, float]]:
         """Scored groups (each G rollouts of one problem, rewards set) and this step's metrics."""
         G = self.group_size
-        kept: list[list[Rollout]] = []
+        kept, self._carried = self._carried, []
+        carried = len(kept)
         sums: dict[str, float] = {}
         scored_samples = dropped = rounds = 0
         t_gen = 0.0
@@ -81,9 +88,14 @@ class Collector:
             if rounds >= HARD_ROUND_LIMIT:
                 raise RuntimeError(f"no complete, informative group after {rounds} generation rounds; "
                                    "check the token budget, max_new_tokens and the rewards")
-        kept = kept[: max(self.groups_per_step, 1)] if self.dynamic else kept
+        if self.dynamic and len(kept) > self.groups_per_step:
+            kept, self._carried = kept[: self.groups_per_step], kept[self.groups_per_step:]
         out = {k: v / scored_samples for k, v in sums.items()} if scored_samples else {}
-        out.update({"batch/groups": float(len(kept)), "batch/rounds": float(rounds), "time/generate_s": t_gen})
+        if not scored_samples:  # every group came from the last step's surplus
+            flat = [r for g in kept for r in g]
+            out["reward/mean"] = sum(r.reward for r in flat) / len(flat)
+        out.update({"batch/groups": float(len(kept)), "batch/rounds": float(rounds), "time/generate_s": t_gen,
+                    "batch/carried_groups": float(carried)})
         if self.dynamic:
             out["batch/dropped_groups"] = float(dropped)
         if self.partial is not None:
@@ -91,12 +103,14 @@ class Collector:
         return kept, out
 
     def state_dict(self) -> dict:
-        state = {"sampler": self.sampler.state_dict()}
+        state = {"sampler": self.sampler.state_dict(),
+                 "carried": [[dataclasses.asdict(r) for r in g] for g in self._carried]}
         if self.partial is not None:
             state["partial"] = self.partial.state_dict()
         return state
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
+        self._carried = [[Rollout(**r) for r in g] for g in state.get("carried", [])]
         if self.partial is not None and "partial" in state:
             self.partial.load_state_dict(state["partial"])

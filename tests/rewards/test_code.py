@@ -6,11 +6,9 @@ import json
 
 import pytest
 
-import sandbox
 from rewards.code import extract_code, unit_test_reward, verifier_stats
 
-needs_bwrap = pytest.mark.skipif(
-    not sandbox.available(), reason="bubblewrap is not installed (apt-get install bubblewrap)")
+needs_bwrap = pytest.mark.requires("bwrap")
 
 ASSERTS = ["assert add(1, 2) == 3", "assert add(2, 3) == 5"]
 CALLS = {"inputs": [[1, 2], [2, 3]], "outputs": [3, 5], "fn_name": "add"}

@@ -96,3 +96,28 @@ def test_partial_rollouts_finish_short_groups_first_and_carry_long_ones():
     fresh.load_state_dict(state)
     again, _ = fresh.collect(version=2)
     assert [g[0].meta["problem"] for g in again] == [1, 3]
+
+
+def test_dynamic_sampling_with_partial_rollouts_keeps_surplus_groups_for_the_next_step():
+    # 4 groups in flight, B=2, every problem finishes in one round and is informative ("a" right,
+    # "x" wrong): round 1 completes 4 groups. Two train now; the other two are the next step's.
+    problems = _problems(["a", "a", "a", "a", "a", "a"])
+    engine = ScriptedEngine({i: ["a", "x"] for i in range(6)}, {i: 4 for i in range(6)})
+    buffer = PartialRolloutBuffer(4, max_staleness=4, max_new_tokens=16)
+    collector = _collector(engine, problems, partial=buffer, dynamic=True, max_rounds=4, groups_in_flight=4)
+    groups, metrics = collector.collect(version=0)
+    assert [g[0].meta["problem"] for g in groups] == [0, 1]
+    assert metrics["batch/carried_groups"] == 0 and engine.calls == 1
+    state = collector.state_dict()
+    groups, metrics = collector.collect(version=1)
+    # problems 2 and 3 were generated and scored in step 0: nothing is lost, nothing regenerated
+    assert [g[0].meta["problem"] for g in groups] == [2, 3]
+    assert metrics["batch/carried_groups"] == 2 and metrics["batch/rounds"] == 0 and engine.calls == 1
+    assert metrics["reward/mean"] == 0.5 and [r.reward for r in groups[0]] == [1.0, 0.0]
+    # a resumed run trains on the same surplus groups
+    fresh = _collector(ScriptedEngine(engine.script, engine.length), problems,
+                       partial=PartialRolloutBuffer(4, max_staleness=4, max_new_tokens=16), dynamic=True,
+                       max_rounds=4, groups_in_flight=4)
+    fresh.load_state_dict(state)
+    again, _ = fresh.collect(version=1)
+    assert [g[0].meta["problem"] for g in again] == [2, 3] and [r.reward for r in again[0]] == [1.0, 0.0]

@@ -62,7 +62,7 @@ def test_prompt_longer_than_context_is_refused_naming_sizes(engine):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.requires("cuda")
 def test_cuda_engine_logprobs_equal_fresh_forward(random_tiny_model):
     engine = HFEngine(random_tiny_model, device="cuda", seed=0)
     rollouts = engine.generate(_requests(engine), SamplingParams(max_new_tokens=16, seed=1))
