@@ -3,7 +3,12 @@
 An engine turns token ids (a prompt, or a prompt plus an unfinished completion) into new
 tokens with their sampling log-probabilities, the policy version of every token and a finish
 reason (`stop`, `length`, `budget`, `repeat`). It never computes rewards and never sees the
-optimizer. Engines are selected by name from config (`rollout.engine: hf`); a vLLM engine would
+optimizer.
+
+Log-probs are under the distribution actually sampled from: softmax(logits / T) restricted to
+the top-p nucleus and renormalised, greedy (T = 0) scored under T = 1; `rlkit.algo.logprobs`
+defines it and the learner uses the same definition. A call with `sampling.seed` set draws from
+a generator of its own: it neither resets nor advances the engine's training stream. Engines are selected by name from config (`rollout.engine: hf`); a vLLM engine would
 register itself here the same way.
 """
 

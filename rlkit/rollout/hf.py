@@ -13,9 +13,9 @@ same (same version, no `load_weights` since), as between the rounds of one train
 after a weight sync the context is prefilled again, since old keys/values are the old
 policy's. `meta["max_new_tokens"]` caps a request (an int) or each of its n samples (a list).
 
-Log-probs are those of the distribution actually sampled from: log_softmax(logits / T)
-(T = 1 for greedy). The learner divides its logits by the same temperature, so at equal
-weights its log-probs equal these up to float error.
+Log-probs are those of the distribution actually sampled from: softmax(logits / T) within the
+top-p nucleus, renormalised (T = 1 for greedy); see `rlkit.algo.logprobs`. The learner scores
+tokens with the same function, so at equal weights its log-probs equal these up to float error.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import Cache, DynamicLayer
 
+from rlkit.algo.logprobs import sampling_logprobs
 from rlkit.models import load_model, load_tokenizer, resolve_dtype
 from rlkit.rollout.engine import ENGINES
 from rlkit.types import (
@@ -86,8 +87,8 @@ class HFEngine:
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Rollout]:
         if not requests:
             return []
-        if sampling.seed is not None:
-            self.generator.manual_seed(sampling.seed)
+        # a seeded call (evaluation) gets a stream of its own: the training stream goes on untouched
+        generator = self.generator if sampling.seed is None else torch.Generator(self.device).manual_seed(sampling.seed)
         contexts = [r.prompt_ids + r.prefix_ids for r in requests]
         for i, req in enumerate(requests):
             if not req.prompt_ids:
@@ -146,7 +147,7 @@ class HFEngine:
         for step in range(max_budget):
             if alive.numel() == 0:
                 break
-            token, logp = self._sample(logits, sampling)  # [A], [A]
+            token, logp = self._sample(logits, sampling, generator)  # [A], [A]
             token_list, logp_list = token.tolist(), logp.tolist()
             done_rows, paused_rows = [], []
             for row, s in enumerate(alive.tolist()):
@@ -319,20 +320,15 @@ class HFEngine:
             self._kept[key] = entry
             self._kept_bytes += size
 
-    def _sample(self, logits: torch.Tensor, sampling: SamplingParams) -> tuple[torch.Tensor, torch.Tensor]:
-        # logits: [A, V] -> token [A], logp [A]
+    def _sample(self, logits: torch.Tensor, sampling: SamplingParams,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        # logits: [A, V] -> token [A], logp [A] under the distribution sampled from (rlkit.algo.logprobs)
         if sampling.temperature <= 0:
-            logp_all = torch.log_softmax(logits, dim=-1)
+            logp_all = sampling_logprobs(logits, 1.0)
             token = logp_all.argmax(dim=-1)
-            return token, logp_all.gather(1, token.unsqueeze(1)).squeeze(1)
-        logp_all = torch.log_softmax(logits / sampling.temperature, dim=-1)  # [A, V]
-        probs = logp_all.exp()
-        if sampling.top_p < 1.0:
-            sorted_p, order = probs.sort(dim=-1, descending=True)
-            drop = sorted_p.cumsum(dim=-1) - sorted_p > sampling.top_p
-            sorted_p = sorted_p.masked_fill(drop, 0.0)
-            probs = torch.zeros_like(probs).scatter(1, order, sorted_p)
-        token = torch.multinomial(probs, 1, generator=self.generator).squeeze(1)  # [A]
+        else:
+            logp_all = sampling_logprobs(logits, sampling.temperature, sampling.top_p)  # [A, V]
+            token = torch.multinomial(logp_all.exp(), 1, generator=generator).squeeze(1)  # [A]
         return token, logp_all.gather(1, token.unsqueeze(1)).squeeze(1)
 
     def _repeating(self, prefix: list[int], new: list[int]) -> bool:
