@@ -23,17 +23,21 @@ Agreement (verdict == expected) is printed per source file and in total for:
   with each row's own harness and config. Bare answers of the other suites are
   wrapped in ``$...$`` for Math-Verify, which only reads LaTeX inside delimiters.
 
-Speed, on the rows of the first file, each side warmed up first, median of
-``--repeats`` timed passes, rlkit's parse caches emptied before every pass
-(in this process and in its workers, which stay up: a pass pays for parsing
-every answer, never for starting a worker):
+Speed, on the rows of the first file, like for like: both sides parse and
+compare every one of its pairs (lenient location of the answer on both sides,
+as for agreement), each side warmed up first, median of ``--repeats`` timed
+passes, every parse cache emptied before every pass (rlkit's in this process
+and in its workers, which stay up, so a pass never pays for starting a worker;
+Math-Verify's own ``parse_latex_cached`` / ``parse_expr_cached``):
 
-- ``accuracy_reward(completions=preds, answer=golds)`` (the training path:
-  strict extraction of the prediction), and
-- ``is_equivalent_batch(golds, preds)`` (lenient location on both sides, as
-  for agreement),
+- ``loop``: ``is_equivalent(gold, pred)`` pair by pair, against
+  Math-Verify ``verify(parse(gold), parse(pred))`` pair by pair;
+- ``batch``: one ``is_equivalent_batch(golds, preds)`` call (the algebra
+  spread over the worker pool), against the same Math-Verify loop.
 
-against Math-Verify ``parse`` on both sides + ``verify`` per pair. Last: the
+(An earlier version timed ``accuracy_reward``, which scores a prediction
+without a marked answer as 0 without comparing anything: 163 of the 270
+predictions here, so it did much less work than Math-Verify.) Last: the
 slowest single ``is_equivalent`` call on a set of pathological inputs (the
 time bound at work). The final line is the summary.
 """
@@ -150,18 +154,33 @@ def _median_time(fn, repeats: int, before=None) -> float:
     return statistics.median(times)
 
 
+def _clear_mathverify_caches() -> None:
+    from math_verify import parser
+
+    for name in ("parse_latex_cached", "parse_expr_cached"):
+        cached = getattr(parser, name, None)
+        if cached is not None and hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
 def speed(rows: list[dict], repeats: int) -> dict[str, float]:
     golds, preds = [_text(r["gold"]) for r in rows], [_text(r["pred"]) for r in rows]
-    reward = lambda: rmath.accuracy_reward(preds, golds)  # noqa: E731
+    loop = lambda: [rmath.is_equivalent(g, p) for g, p in zip(golds, preds)]  # noqa: E731
     batch = lambda: rmath.is_equivalent_batch(golds, preds)  # noqa: E731
-    reward(), batch()  # warm-up: imports, worker start-up, parser tables
-    out = {"pairs": len(rows),
-           "rlkit_reward_s": _median_time(reward, repeats, rmath.clear_caches),
+    # Warm-up: imports, worker start-up, parser tables. Both paths must give the same verdicts.
+    if loop() != batch():
+        raise AssertionError("is_equivalent and is_equivalent_batch disagree on some pair")
+    before = rmath.stats()["checks"]
+    loop()
+    compared = rmath.stats()["checks"] - before
+    if compared != len(rows):
+        raise AssertionError(f"rlkit compared {compared} of {len(rows)} pairs: not like for like")
+    out = {"pairs": len(rows), "rlkit_loop_s": _median_time(loop, repeats, rmath.clear_caches),
            "rlkit_batch_s": _median_time(batch, repeats, rmath.clear_caches)}
     if math_verify is not None:
         mv = lambda: [_mathverify_default(g, p) for g, p in zip(golds, preds)]  # noqa: E731
         mv()
-        out["mathverify_s"] = _median_time(mv, repeats)
+        out["mathverify_s"] = _median_time(mv, repeats, _clear_mathverify_caches)
     return out
 
 
@@ -217,7 +236,7 @@ def main() -> None:
     timing = speed(files[first], args.repeats)
     n = timing["pairs"]
     print(f"\n== speed on {first.name} ({n} pairs, median of {args.repeats}) ==")
-    print(f"rlkit accuracy_reward     {timing['rlkit_reward_s']:7.3f} s  {n / timing['rlkit_reward_s']:8.1f} checks/s")
+    print(f"rlkit is_equivalent loop  {timing['rlkit_loop_s']:7.3f} s  {n / timing['rlkit_loop_s']:8.1f} checks/s")
     print(f"rlkit is_equivalent_batch {timing['rlkit_batch_s']:7.3f} s  {n / timing['rlkit_batch_s']:8.1f} checks/s")
     if "mathverify_s" in timing:
         print(f"Math-Verify parse+verify  {timing['mathverify_s']:7.3f} s  {n / timing['mathverify_s']:8.1f} checks/s")
@@ -229,10 +248,10 @@ def main() -> None:
     summary = f"rlkit_agree={ours[0]}/{ours[1]}"
     if theirs:
         harness = totals[key + "mathverify_harness"]
-        reward_x = timing["mathverify_s"] / timing["rlkit_reward_s"]
+        loop_x = timing["mathverify_s"] / timing["rlkit_loop_s"]
         batch_x = timing["mathverify_s"] / timing["rlkit_batch_s"]
         summary += (f" mathverify_agree={theirs[0]}/{theirs[1]} mathverify_own_harness_agree={harness[0]}/{harness[1]}"
-                    f" speedup={reward_x:.1f} speedup_batch={batch_x:.1f}")
+                    f" speedup_loop={loop_x:.1f} speedup_batch={batch_x:.1f}")
     summary += f" worst_case_s={worst:.2f}"
     print(summary)
 
