@@ -99,7 +99,8 @@ def _row_policy(row: dict) -> dict:
     """The policy a user of this row's test suite would pass to rlkit."""
     config = row.get("config")
     if config is not None:
-        return {"precision": config["precision"], "set_relation": config["allow_set_relation_comp"] or None,
+        # Math-Verify's "precision" is its float_rounding: decimals agree when rounded to that many places.
+        return {"float_rounding": config["precision"], "set_relation": config["allow_set_relation_comp"] or None,
                 "strict": config["strict"]}
     if "hendrycks" in row.get("source_repo", ""):
         return {"ordered_lists": True, "percent": "number"}
@@ -229,7 +230,8 @@ def main() -> None:
             cell = totals.get(f"{path.name}:{name}")
             line += f"{f'{cell[0]}/{cell[1]}' if cell else '-':>20}"
         print(line)
-    print("\nrlkit_policy: precision/strict/allow_set_relation_comp from each Math-Verify row's config; "
+    print("\nrlkit_policy: float_rounding (Math-Verify's precision)/strict/allow_set_relation_comp from each "
+          "Math-Verify row's config; "
           "ordered_lists=True, percent='number' for Hendrycks; percent='number' for NeMo-Skills")
 
     first = next(iter(files))

@@ -23,7 +23,7 @@ from typing import Callable, Iterable
 from rewards.math_parse import (Alt, Atom, Interval, Matrix, Node, Num, Percent, Relation, Seq, SetUnion,
                                 Text, is_name)
 
-__all__ = ["Policy", "NeedSympy", "Oracle", "Comparator", "numbers_equal", "text_key_of"]
+__all__ = ["Policy", "NeedSympy", "Oracle", "Comparator", "numbers_equal", "decimal_tolerance", "text_key_of"]
 
 # How "x\%" may be read against a bare number, per percent policy.
 _PERCENT_READINGS = {
@@ -48,12 +48,14 @@ class Policy:
         ordered, sets ``\\{1, 2\\}`` never.
     units: True (default): trailing units (``\\text{ cm}``, ``miles``,
         degrees) are ignored. False: they must match.
-    precision: 6 (default): an inexact number (a decimal, or a value computed
-        from one) equals another when they agree to this many significant
-        digits: ``|a - b| <= 10**-precision * max(|a|, |b|)``.
-    rounded: True (default): a decimal written with d >= 2 places also equals
-        any value that rounds to it (``0.33`` == ``1/3``, ``2.6667`` == ``8/3``;
-        ``5.001`` != ``5``).
+    precision: 6 (default): the most significant digits a decimal gold is held
+        to (see :func:`numbers_equal`): ``3.14159265358979`` accepts
+        ``3.141593``.
+    float_rounding: None (default): an exact gold equals only the same value
+        (``1/2`` == ``0.5``; ``1/3`` != ``0.333333``). An int k: Math-Verify's
+        convention, an exact gold also equals a decimal that agrees with it
+        when both are rounded to k decimal places (``1/3`` == ``0.3333`` at
+        k=4; ``1/3`` != ``0.33`` at k=6).
     set_relation: True (default): a relation in one variable equals its
         solution set (``-2 \\le x \\le 7`` == ``[-2, 7]``; ``x \\in S`` == S).
         False: a relation only equals a relation.
@@ -65,7 +67,7 @@ class Policy:
     ordered_lists: bool = False
     units: bool = True
     precision: int = 6
-    rounded: bool = True
+    float_rounding: int | None = None
     set_relation: bool = True
     strict: bool = True
 
@@ -79,8 +81,11 @@ class Policy:
                 if value not in PERCENT_MODES:
                     raise ValueError(f"percent must be one of {PERCENT_MODES}, got {value!r}")
             elif key == "precision":
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 30:
-                    raise ValueError(f"precision must be an int in [0, 30], got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 30:
+                    raise ValueError(f"precision must be an int in [1, 30], got {value!r}")
+            elif key == "float_rounding":
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 30):
+                    raise ValueError(f"float_rounding must be None or an int in [0, 30], got {value!r}")
             elif not isinstance(value, bool):
                 raise ValueError(f"{key} must be True or False, got {value!r}")
         return cls(**flags)
@@ -90,18 +95,51 @@ class NeedSympy(Exception):
     """The fast pass cannot decide without algebra."""
 
 
-def numbers_equal(a: Num, b: Num, policy: Policy) -> bool:
-    if a.value == b.value:
+def numbers_equal(gold: Num, pred: Num, policy: Policy) -> bool:
+    """Whether ``pred`` states the number ``gold`` states. Exactness comes from
+    the gold's spelling (:class:`rewards.math_parse.Num`):
+
+    - An exact gold (integer, fraction, radical, pi, a repeating decimal...)
+      equals only the same value. A decimal prediction counts only when it *is*
+      that value (``0.5`` for ``1/2``, ``2.0`` for ``2``), never as an
+      approximation (``0.333333`` for ``1/3``, ``0.9999999`` for ``1``), unless
+      ``policy.float_rounding`` asks for Math-Verify's rounding convention.
+    - A decimal gold states its value to the digits it gives, so it equals
+      every value within half a unit of its last digit: ``0.33`` accepts
+      ``1/3`` and ``0.334``, not ``0.336`` nor the coarser ``0.3``; ``6.02e23``
+      accepts ``6.0249e23``. Digits past ``policy.precision`` significant ones
+      are not required.
+    """
+    if gold.value == pred.value:
         return True
-    if policy.rounded:
-        for x, y in ((a, b), (b, a)):
-            if x.decimals is not None and x.decimals >= 2 and (y.decimals is None or y.decimals > x.decimals):
-                if abs(y.value - x.value) <= Fraction(1, 2 * 10 ** x.decimals):
-                    return True
-    if a.exact and b.exact:
-        return False
-    scale = max(abs(a.value), abs(b.value))
-    return abs(a.value - b.value) <= scale / 10 ** policy.precision
+    if gold.ulp is not None:
+        return abs(pred.value - gold.value) <= decimal_tolerance(gold, policy.precision)
+    k = policy.float_rounding
+    if k is not None and pred.ulp is not None:
+        return _round_places(gold.value, k) == _round_places(pred.value, k)
+    return False
+
+
+def decimal_tolerance(gold: Num, precision: int) -> Fraction:
+    """Half a unit of the decimal gold's last digit, or of its ``precision``-th
+    significant digit when it gives more digits than that."""
+    assert gold.ulp is not None
+    half_ulp = gold.ulp / 2
+    if gold.value == 0:
+        return half_ulp
+    magnitude = abs(gold.value)
+    leading = len(str(magnitude.numerator // magnitude.denominator)) - 1 if magnitude >= 1 else \
+        -len(str(magnitude.denominator // magnitude.numerator))  # 10^leading <= |gold| < 10^(leading+1)
+    if magnitude < 1 and Fraction(10) ** (leading + 1) <= magnitude:  # 1/magnitude was a power of ten
+        leading += 1
+    return max(half_ulp, Fraction(10) ** (leading - precision + 1) / 2)
+
+
+def _round_places(value: Fraction, places: int) -> Fraction:
+    scale = Fraction(10) ** places
+    scaled = abs(value) * scale
+    rounded = int(scaled + Fraction(1, 2))  # half away from zero
+    return (rounded if value >= 0 else -rounded) / scale
 
 
 class Oracle:
@@ -310,7 +348,7 @@ def _hundredth(node: Node) -> Node | None:
         return None
     num = node.num
     if num is not None:
-        num = Num(num.value / 100, None if num.decimals is None else num.decimals + 2, num.exact)
+        num = Num(num.value / 100, None if num.decimals is None else num.decimals + 2, num.exact)  # 33.3% -> 0.333
     return Atom(f"\\frac{{{node.tex}}}{{100}}", num, node.unit)
 
 

@@ -220,8 +220,13 @@ _TRAILING_PERCENT = re.compile(r"\s*(?:\\?%|percent(?:age)?\b|pct\b)")
 _RUN_GAP = re.compile(r"(?:\s|[,;]|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}|\b(?:and|or)\b)*")
 
 
+# A bare environment outside any $...$: "the matrix is \begin{pmatrix}1&2\\3&4\end{pmatrix}".
+# Bounded length, so a text full of unclosed \begin{...} stays linear.
+_ENVIRONMENT = re.compile(r"\\begin\{([A-Za-z]+\*?)\}.{0,4000}?\\end\{\1\}", re.DOTALL)
+
+
 def _candidates(text: str) -> list[tuple[int, int, str]]:
-    """Math spans and bare numbers outside them, in reading order."""
+    """Math spans, bare environments and bare numbers outside them, in reading order."""
     spans, masked = [], []
     for start, end, body, inline in _spans(text):
         masked.append((start, end))
@@ -231,6 +236,11 @@ def _candidates(text: str) -> list[tuple[int, int, str]]:
         if body:
             after = _TRAILING_PERCENT.match(text, end)  # "$28$ %"
             spans.append((start, after.end() if after else end, body + ("\\%" if after else "")))
+    for m in _ENVIRONMENT.finditer(text):
+        if not any(a <= m.start() < b for a, b in masked):
+            masked.append((m.start(), m.end()))
+            spans.append((m.start(), m.end(), m.group(0)))
+    masked.sort()
     starts = [a for a, _ in masked]
     numbers = []
     for m in _NUMBER.finditer(text):
@@ -256,7 +266,8 @@ def _last_run(text: str, items: list[tuple[int, int, str]]) -> str:
 _PROSE_WORD = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _NOT_PROSE = {"and", "percent", "percentage", "pct", "sin", "cos", "tan", "cot", "sec", "csc", "log",
               "exp", "sqrt", "max", "min", "gcd", "lcm", "mod", "frac", "infty"}
-_TEXT_GROUP = re.compile(r"\\(?:text|mathrm|textbf|mbox|textnormal|operatorname)\s*\{[^{}]*\}")
+# \text{...} groups, and environment names: a bare \begin{pmatrix}...\end{pmatrix} is mathematics, not prose.
+_TEXT_GROUP = re.compile(r"\\(?:text|mathrm|textbf|mbox|textnormal|operatorname|begin|end)\s*\{[^{}]*\}")
 
 
 _QUANTITY = re.compile(r"\s*[-+]?[\d.,/]*\d\s*[A-Za-z]{2,}(?:\s+[A-Za-z]{2,}){0,2}\s*\.?\s*")  # "125 miles"

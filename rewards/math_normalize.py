@@ -2,7 +2,7 @@
 
 Only spelling changes here, never meaning: ``\\dfrac`` -> ``\\frac``,
 ``\\frac12`` -> ``\\frac{1}{2}``, ``\\left(`` -> ``(``, ``>=`` -> ``\\ge``,
-``14{,}916`` -> ``14916``, "percent" -> ``\\%``, stray ``$`` and trailing
+``14{,}916`` -> ``14916``, ``6.02e23`` -> ``6.02\\times10^{23}``, "percent" -> ``\\%``, stray ``$`` and trailing
 full stops removed, "and" / "or" between answers -> ``,``. Units and
 structure (lists, intervals, relations) are read later, by
 :mod:`rewards.math_parse`, because which of them matter is a policy choice.
@@ -44,6 +44,9 @@ _PERCENT_WORD = re.compile(r"\s*(?:\\%|%|\\text\{\s*(?:\\%|%|percent(?:age)?|pct
 _CONNECTIVE = re.compile(r"\\text\{\s*(?:and|or)\s*\}|(?<![A-Za-z\\])(?:and|or)(?![A-Za-z])")
 _CURRENCY = re.compile(r"\\\$|\$|\\(?:euro|pounds?|yen)\b|\\textdollar\b")
 _INFINITY = re.compile(r"\\infin(?:ity)?\b|\binfinity\b|\binf\b")
+# A computer's scientific notation, 6.02e23 / 2.5E-3, read as the number it denotes. Only a whole
+# token: "2e" alone is 2 times e, and x^2e-3 is no number.
+_E_NOTATION = re.compile(r"(?<![\w.\\^_{])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?![\w.])")
 _BOX_WRAP = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
@@ -66,6 +69,7 @@ def normalize(answer: str) -> str:
     s = _UNICODE_RE.sub(lambda m: _UNICODE[m.group(0)], s)
     s = _unwrap_boxes(s)
     s = _THOUSANDS.sub("", s)
+    s = _E_NOTATION.sub(lambda m: f"{m.group(1)}\\times10^{{{int(m.group(2))}}}", s)
     s = _SIZING.sub("", s)
     s = _SPACING.sub(" ", s)
     s = _FRAC_VARIANT.sub(r"\\frac", s)

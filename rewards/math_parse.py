@@ -22,11 +22,25 @@ __all__ = ["Num", "Atom", "Text", "Seq", "Interval", "SetUnion", "Relation", "Pe
 
 @dataclass(frozen=True)
 class Num:
-    """A number read exactly from its spelling."""
+    """A number read exactly from its spelling.
+
+    Exactness is a property of the spelling, never of the value: an integer, a
+    fraction, a mixed number, a repeating decimal (``0.1\\overline{6}``) and an
+    integer in scientific notation (``3\\times10^{8}``) are exact. A decimal
+    (``0.33``, ``6.02e23``) is not: it may be a rounded value, and it stands for
+    every value within half a unit of its last digit (:attr:`ulp`).
+    """
 
     value: Fraction
-    decimals: int | None = None  # decimal places as written: "0.330" -> 3; None for integers and fractions
-    exact: bool = True  # False when the spelling may be rounded (a decimal) or came from floats
+    # Places of the last digit written: "0.330" -> 3, "6.02e23" -> 2 - 23 = -21 (the last digit
+    # is worth 10^21). None for exact spellings.
+    decimals: int | None = None
+    exact: bool = True  # False exactly when the spelling is a decimal (decimals is set)
+
+    @property
+    def ulp(self) -> Fraction | None:
+        """The worth of the last digit written (``0.33`` -> 1/100), or None for an exact number."""
+        return None if self.decimals is None else Fraction(10) ** -self.decimals
 
 
 @dataclass(frozen=True)
@@ -130,13 +144,19 @@ _DEC = re.compile(r"([+-]?)(\d*)\.(\d+)")
 _FRAC = re.compile(r"([+-]?)\\frac\{\s*([+-]?\d+)\s*\}\{\s*([+-]?\d+)\s*\}")
 _SLASH = re.compile(r"([+-]?)(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)")
 _MIXED = re.compile(r"([+-]?)(\d+)\s*\\frac\{\s*(\d+)\s*\}\{\s*(\d+)\s*\}")
+# 6.02\times10^{23}, 1.5\cdot10^{-3} (math_normalize spells 6.02e23 and 2.5E-3 this way)
+_SCIENTIFIC = re.compile(r"([+-]?)(\d+)(?:\.(\d+))?(?:\\times|\\cdot)10\^(?:\{([+-]?\d+)\}|(\d))")
+# 0.\overline{3}, 0.1\overline{6}, 1.\overline{27}, 0.\dot{3}, 0.(3): the digits after the fixed ones repeat
+_REPEATING = re.compile(r"([+-]?)(\d*)\.(\d*)(?:\\overline\{(\d+)\}|\\overline(\d)|\\dot\{(\d)\}|\\dot(\d)|\((\d+)\))")
 _MAX_DIGITS = 1000
+_MAX_EXPONENT = 400  # 10^400 is past any answer; bigger exponents are left to the bounded algebra
 MAX_ITEMS = 100
 MAX_DEPTH = 40
 
 
 def parse_number(tex: str) -> Num | None:
-    """Read a plain number: ``-5``, ``.4``, ``1000.0``, ``\\frac{10}{9}``, ``10/9``, ``918\\frac{1}{2}``."""
+    """Read a plain number: ``-5``, ``.4``, ``1000.0``, ``\\frac{10}{9}``, ``10/9``, ``918\\frac{1}{2}``,
+    ``6.02\\times10^{23}``, ``0.1\\overline{6}``."""
     s = tex.replace(" ", "")
     if len(s) > _MAX_DIGITS:
         return None
@@ -149,13 +169,28 @@ def parse_number(tex: str) -> Num | None:
     if m := _FRAC.fullmatch(s):
         num, den = int(m.group(2)), int(m.group(3))
         return Num(sign * Fraction(num, den)) if den else None
-    if m := _SLASH.fullmatch(s):
+    if m := _SLASH.fullmatch(s):  # decimals in a quotient are read at face value: 1.5/2 is 3/4
         num, den = Fraction(m.group(2)), Fraction(m.group(3))
-        exact = "." not in m.group(2) + m.group(3)
-        return Num(sign * num / den, exact=exact) if den else None
+        return Num(sign * num / den) if den else None
     if m := _MIXED.fullmatch(s):  # a mixed number, as the MATH dataset writes them
         whole, num, den = int(m.group(2)), int(m.group(3)), int(m.group(4))
         return Num(sign * (whole + Fraction(num, den))) if den else None
+    if m := _SCIENTIFIC.fullmatch(s):
+        exponent = int(m.group(4) or m.group(5))
+        if abs(exponent) > _MAX_EXPONENT:
+            return None
+        frac = m.group(3) or ""
+        value = sign * Fraction(int(m.group(2) + frac), 10 ** len(frac)) * Fraction(10) ** exponent
+        if not frac:  # 3\times10^{8} is the integer 300000000
+            return Num(value)
+        return Num(value, decimals=len(frac) - exponent, exact=False)
+    if m := _REPEATING.fullmatch(s):
+        whole, fixed = m.group(2) or "0", m.group(3)
+        cycle = next(g for g in m.groups()[3:] if g)
+        # x = whole.fixed(cycle)(cycle)...: the cycle adds cycle / (10^len(cycle) - 1), shifted past `fixed`
+        value = Fraction(int(whole + fixed), 10 ** len(fixed)) + \
+            Fraction(int(cycle), (10 ** len(cycle) - 1) * 10 ** len(fixed))
+        return Num(sign * value)
     return None
 
 
@@ -322,6 +357,8 @@ class _Parser:
         items = self.items(inside)
         if opener in ("\\{", "\\lbrace") and closer in ("\\}", "\\rbrace"):
             return Seq("set", items)
+        if (opener, closer) == ("\\langle", "\\rangle"):  # a vector: ordered, like a tuple
+            return Seq("tuple", items)
         if opener not in ("(", "[") or closer not in (")", "]"):
             return None
         if (opener, closer) != ("(", ")") and len(items) == 2:
@@ -348,7 +385,7 @@ class _Parser:
             den = Fraction(m.group(2))
             if den == 0:  # a clock time such as 12:00, not a ratio
                 return Text(_text_key(s))
-            return Atom(s, Num(Fraction(m.group(1)) / den, exact="." not in s), unit)
+            return Atom(s, Num(Fraction(m.group(1)) / den), unit)  # decimals at face value, as for 1.5/2
         if s != s.strip("()") and s.startswith("(") and s.endswith(")") and len(s.strip("()")) == 1:
             s = s.strip("()")  # an option label "(C)"
         return Atom(s, parse_number(s), unit)

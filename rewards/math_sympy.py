@@ -104,6 +104,15 @@ def _tame(expr, depth: int = 0) -> bool:
     return all(_tame(a, depth + 1) for a in expr.args)
 
 
+_MAX_PLACES = 30  # a decimal inside a computed prediction: its places are unknown, at most the 30 evaluated
+
+
+def _face_value(expr):
+    """``expr`` with every decimal replaced by the exact rational it spells (0.1 -> 1/10)."""
+    floats = {f: sympy.Rational(str(f)) for f in expr.atoms(sympy.Float)}
+    return expr.xreplace(floats) if floats else expr
+
+
 def _has_float(expr) -> bool:
     return any(isinstance(a, sympy.Float) for a in sympy.preorder_traversal(expr))
 
@@ -153,8 +162,12 @@ class SympyOracle(Oracle):
             return isinstance(a, sympy.Set) and isinstance(b, sympy.Set) and self._sets_equal(a, b)
         if not (isinstance(a, sympy.Expr) and isinstance(b, sympy.Expr)):
             return False
+        b_decimal = _has_float(b)
+        # Decimals inside an expression are read at face value (0.5x is x/2 exactly, 0.333333x is
+        # not x/3); only a gold that is a lone decimal number stands for a rounded value (a_num).
+        a, b = _face_value(a), _face_value(b)
         if not a.free_symbols and not b.free_symbols:
-            return self._constants_equal(a, b, a_num, b_num)
+            return self._constants_equal(a, b, a_num, b_num, b_decimal)
         if self._symbolic_equal(a, b):
             return True
         if not self.policy.strict:  # equal up to renaming the variables: f(x) == f(y)
@@ -163,26 +176,25 @@ class SympyOracle(Oracle):
                 return self._symbolic_equal(a, b.xreplace(dict(zip(sb, sa))))
         return False
 
-    def _constants_equal(self, a, b, a_num: Num | None, b_num: Num | None) -> bool:
+    def _constants_equal(self, a, b, a_num: Num | None, b_num: Num | None, b_decimal: bool) -> bool:
         va, vb = _exact_number(a), _exact_number(b)
         if va is not None and vb is not None:
-            inexact = _has_float(a) or _has_float(b)
-            na = a_num or Num(va, exact=not _has_float(a))
-            nb = b_num or Num(vb, exact=not _has_float(b))
-            if not inexact and na.exact and nb.exact:
-                return abs(va - vb) <= _EXACT_TOL * max(1, abs(va))
-            return numbers_equal(na, nb, self.policy)
+            if abs(va - vb) <= _EXACT_TOL * max(1, abs(va)):  # the same value, to 30 digits
+                return True
+            gold = a_num or Num(va)  # a computed gold (\sqrt{2}, \pi) is exact
+            pred = b_num or (Num(vb, decimals=_MAX_PLACES, exact=False) if b_decimal else Num(vb))
+            return numbers_equal(gold, pred, self.policy)
         ca, cb = _value(a), _value(b)  # complex constants
         if ca is None or cb is None:
             return _simplifies_to_zero(a - b)
-        return abs(ca - cb) <= 10.0 ** -min(self.policy.precision, 12) * max(1.0, abs(ca))
+        return abs(ca - cb) <= 1e-12 * max(1.0, abs(ca))
 
     def _symbolic_equal(self, a, b) -> bool:
         diff = a - b
         if diff == 0:
             return True
         symbols = sorted(diff.free_symbols | a.free_symbols | b.free_symbols, key=str)
-        tol = 10.0 ** -min(self.policy.precision, 9) if (_has_float(a) or _has_float(b)) else 1e-12
+        tol = 1e-12  # both sides are exact here (decimals at face value): only evaluation error
         probed = 0
         for _ in range(_PROBES):
             point = self._point(symbols, integers=diff.has(sympy.Sum, sympy.Product))

@@ -52,7 +52,7 @@ def test_extract_prefers_box_over_tag_and_phrase():
     ("\\dfrac{3}{4}", "\\frac34"),  # \dfrac and the brace-less \frac34 are both 3/4
     ("1000", "1,000"),  # thousands separator
     ("918\\frac{1}{2}", "918.5"),  # mixed number 918 + 1/2
-    ("\\frac{1}{3}", "0.33"),  # rounded: 1/3 = 0.333.. rounds to 0.33 at 2 places
+    ("0.33", "\\frac{1}{3}"),  # a decimal gold stands for [0.325, 0.335]; 1/3 = 0.3333.. is in it
     ("(x+1)^2", "x^2+2x+1"),  # (x+1)^2 expands to x^2 + 2x + 1
     ("\\tan^2(y)+1", "\\sec^2(y)"),  # trig identity
     ("[0, 1)", "[0,1)"),  # same half-open interval
@@ -72,7 +72,8 @@ def test_equivalent(gold, pred):
 @pytest.mark.parametrize("gold, pred", [
     ("\\frac{1}{2}", "0.6"),  # 0.5 != 0.6
     ("5", "5.001"),  # 5.001 rounds to 5.001, not 5.000
-    ("\\frac{1}{3}", "0.3"),  # one decimal place is too coarse to count as rounding
+    ("\\frac{1}{3}", "0.3"),  # an exact gold: 0.3 is not 1/3
+    ("\\frac{1}{3}", "0.33"),  # nor is 0.33 (an approximation of an exact gold)
     ("x^2+2x+1", "x^3+2x+1"),  # differ at x = 2: 9 vs 13
     ("[0, 1)", "[0, 1]"),  # closed vs open at 1
     ("(3, 1)", "1, 3"),  # a tuple is ordered
@@ -117,10 +118,19 @@ def test_units_policy():
     assert is_equivalent("125 \\text{ miles}", "125 miles", units=False)
 
 
-def test_precision_policy():
-    # |1/3 - 0.3333| = 3.3e-5; relative to 1/3 that is 1e-4: within 10^-3, not within 10^-6
-    assert is_equivalent("\\frac{1}{3}", "0.3333", rounded=False, precision=3)
-    assert not is_equivalent("\\frac{1}{3}", "0.3333", rounded=False, precision=6)
+def test_float_rounding_policy():
+    # Math-Verify's convention: both rounded to k places. 1/3 -> 0.3333 at k=4; 0.3333 -> 0.3333
+    assert is_equivalent("\\frac{1}{3}", "0.3333", float_rounding=4)
+    # at k=6: 1/3 -> 0.333333, 0.3333 -> 0.333300: differ
+    assert not is_equivalent("\\frac{1}{3}", "0.3333", float_rounding=6)
+    assert not is_equivalent("\\frac{1}{3}", "0.3333")  # default: an exact gold takes no approximation
+
+
+def test_precision_caps_the_digits_a_decimal_gold_demands():
+    # gold gives 15 significant digits; precision=6 asks for 6: tolerance 0.5e-5, |pi - 3.141593| = 3.5e-7
+    assert is_equivalent("3.14159265358979", "3.141593")
+    # precision=10: tolerance 0.5e-9, and 3.5e-7 is past it
+    assert not is_equivalent("3.14159265358979", "3.141593", precision=10)
 
 
 def test_strict_and_set_relation_policies():
