@@ -78,7 +78,7 @@ def main(cfg: Config) -> None:
         test = build_problems(test_rows, tokenizer, prompt_column=cfg.data.prompt_column,
                               template=cfg.data.template, max_prompt_tokens=max_prompt, source=cfg.data.test)
     _rename_answer(train + test, cfg.data.answer_column)
-    scorer = Scorer(cfg.reward.weights, cfg.reward.accuracy)
+    scorer = Scorer.from_config(cfg.reward)  # reward models are checked here, before Ray starts
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
     sampler = make_prompt_sampler(cfg.sampling.prompt_order, train, seed=cfg.seed,
                                   difficulty_column=cfg.sampling.difficulty_column)

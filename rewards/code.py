@@ -8,9 +8,16 @@ sample's tests, in the sandbox.
 ``"fn_name"`` for call tests (APPS/TACO); a JSON string of either is read too. A
 ``fn_name`` column, if the dataset has one, names the function for that sample.
 
+Code is the completion's last fenced Python block, else (a completion in the
+R1-Zero template) the content of its last ``<answer>...</answer>``.
+
 Score: the fraction of tests passed, or 1.0/0.0 with ``all_or_nothing=True``;
-0.0 when the completion has no Python code block; None when the sample has no
-tests (the reward does not apply). How the solution is kept from faking a pass
+0.0 when the completion has no code; None when the sample has no tests (the
+reward does not apply) or when its tests cannot be read or run (not JSON, a
+wrong type, a call test the judge rejects): such a sample is counted in
+``verifier_stats()["bad_tests"]`` and logged with its index, never allowed to
+crash the batch. Tests that break the harness itself (a missing or tampered
+report) score 0 for that run and count as ``harness_errors``. How the solution is kept from faking a pass
 (exiting early, patched builtins, an object equal to everything, printed
 markers) is described in `sandbox.judge`.
 
@@ -21,6 +28,7 @@ Verifier timeouts are counted for the training loop's metrics:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -34,7 +42,9 @@ _FENCE = re.compile(r"^ {0,3}```[ \t]*([^\s`]*)[^\n]*\n(.*?)^ {0,3}```[ \t]*$", 
 _PYTHON_TAGS = frozenset({"", "python", "py", "python3", "py3"})
 
 _STAT_KEYS = ("samples", "tests", "tests_passed", "test_timeouts", "samples_with_timeout", "no_code",
-              "harness_errors")
+              "harness_errors", "bad_tests")
+log = logging.getLogger(__name__)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
 _stats = dict.fromkeys(_STAT_KEYS, 0)
 _stats_lock = threading.Lock()
 
@@ -46,6 +56,18 @@ def extract_code(text: str) -> str | None:
         if match.group(1).lower() in _PYTHON_TAGS:
             last = match.group(2)
     return last
+
+
+def completion_code(text: str) -> str | None:
+    """The code a completion gives: its last Python block, else the stripped content of its
+    last ``<answer>`` tag (the R1-Zero template's place for the answer), else None."""
+    code = extract_code(text)
+    if code is not None:
+        return code
+    answers = _ANSWER_TAG.findall(text)
+    if answers and answers[-1].strip():
+        return answers[-1].strip() + "\n"
+    return None
 
 
 def unit_test_reward(completions: list, tests: list, *, all_or_nothing: bool = False, timeout_s: float = 4.0,
@@ -63,19 +85,25 @@ def unit_test_reward(completions: list, tests: list, *, all_or_nothing: bool = F
         raise ValueError(f"got {len(completions)} completions but {len(fn_names)} fn_name values")
 
     def score(i: int) -> float | None:
-        sample_tests = _parse_tests(tests[i], i)
+        try:
+            sample_tests = _parse_tests(tests[i], i)
+        except (TypeError, ValueError) as err:
+            return _bad_tests(i, err)
         if sample_tests is None:
             return None
-        code = extract_code(completion_text(completions[i]))
+        code = completion_code(completion_text(completions[i]))
         if code is None:
             _count(samples=1, no_code=1)
             return 0.0
         # Imported here so that `import rewards.code` stays light.
         from sandbox.judge import run_tests
 
-        report = run_tests(code, sample_tests, fn_name=fn_names[i] if fn_names is not None else None,
-                           timeout_s=timeout_s, max_total_s=max_total_s, memory_mb=memory_mb,
-                           stop_on_failure=all_or_nothing)
+        try:
+            report = run_tests(code, sample_tests, fn_name=fn_names[i] if fn_names is not None else None,
+                               timeout_s=timeout_s, max_total_s=max_total_s, memory_mb=memory_mb,
+                               stop_on_failure=all_or_nothing)
+        except (TypeError, ValueError) as err:  # the judge rejected the tests' shape
+            return _bad_tests(i, err)
         _count(samples=1, tests=len(report.outcomes), tests_passed=report.passed,
                test_timeouts=report.timeouts, samples_with_timeout=int(report.timeouts > 0),
                harness_errors=int(report.outcomes[0].detail.startswith("harness output")))
@@ -107,6 +135,13 @@ def _parse_tests(tests, index: int):
                     f"or JSON of either, got {type(tests).__name__}")
 
 
+def _bad_tests(index: int, err: Exception) -> None:
+    _count(bad_tests=1)
+    log.warning("code_unit_tests: sample %d scored None: its tests cannot be run (%s); fix that dataset row",
+                index, err)
+    return None
+
+
 def _count(**increments: int) -> None:
     with _stats_lock:
         for key, value in increments.items():
@@ -115,8 +150,9 @@ def _count(**increments: int) -> None:
 
 def verifier_stats(reset: bool = False) -> dict[str, int]:
     """Counts since the last reset: samples scored, tests run and passed, tests that
-    timed out, samples with at least one timeout, samples without code, and runs
-    whose harness output was missing or tampered with."""
+    timed out, samples with at least one timeout, samples without code, runs
+    whose harness output was missing or tampered with, and samples whose tests
+    could not be read or run (scored None)."""
     with _stats_lock:
         snapshot = dict(_stats)
         if reset:
@@ -124,4 +160,4 @@ def verifier_stats(reset: bool = False) -> dict[str, int]:
     return snapshot
 
 
-__all__ = ["extract_code", "unit_test_reward", "verifier_stats"]
+__all__ = ["extract_code", "completion_code", "unit_test_reward", "verifier_stats"]

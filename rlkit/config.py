@@ -217,12 +217,45 @@ class RolloutConfig:
 
 
 @dataclasses.dataclass
+class RewardModelConfig:
+    path: str = ""  # local Hugging Face *ForSequenceClassification directory with one label
+    device: str = "cpu"  # cpu | cuda (the actor then takes one GPU)
+    batch_size: int = 16  # sequences per forward
+    max_length: int = 1024  # tokens of prompt + completion; the prompt is cut from the left
+    normalize: bool = False  # standardise the scores over each scored batch (mean 0, std 1)
+    dtype: str = "float32"
+    num_cpus: float = 0.0  # Ray CPUs reserved for the actor (0: it shares the cores with the others)
+    threads: int = 1  # torch CPU threads in the actor
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ValueError("reward.models.<name>.path is empty: give the reward model's directory")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"reward model device must be cpu or cuda, got {self.device!r}")
+        if self.batch_size < 1 or self.max_length < 1:
+            raise ValueError("reward model batch_size and max_length must be >= 1")
+
+
+@dataclasses.dataclass
 class RewardConfig:
-    # reward name (rewards.get) or path/to/file.py:function -> weight
+    # reward name (rewards.get), path/to/file.py:function, or a name from `models` -> weight
     weights: dict[str, float] = dataclasses.field(
         default_factory=lambda: {"math_accuracy": 1.0, "think_format": 1.0}
     )
     accuracy: str = "math_accuracy"  # the reward whose mean is reported as accuracy (eval and train)
+    # reward models, by the name `weights` gives them: {name: {path: ..., device: ..., normalize: ...}};
+    # each runs in its own Ray actor (rewards.model)
+    models: dict[str, RewardModelConfig] = dataclasses.field(default_factory=dict)
+    # score a round's first chunks of groups while the rest are generated (1 = generate, then score);
+    # pays off when scoring is slow (sandboxed code) and generation has several actors or a GPU
+    overlap_chunks: int = 1
+
+    def validate(self) -> None:
+        for name in self.models:
+            if name not in self.weights:
+                raise ValueError(f"reward.models.{name} is not used: add it to reward.weights with a weight")
+        if self.overlap_chunks < 1:
+            raise ValueError(f"reward.overlap_chunks must be >= 1, got {self.overlap_chunks}")
 
 
 @dataclasses.dataclass

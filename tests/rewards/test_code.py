@@ -56,11 +56,21 @@ def test_batch_lengths_must_match():
         unit_test_reward([ADD, ADD], [ASSERTS])
 
 
-def test_unreadable_tests_name_the_sample():
-    with pytest.raises(ValueError, match=r"tests\[0\] is a string but not JSON"):
-        unit_test_reward([ADD], ["assert add(1, 2) == 3"])
-    with pytest.raises(TypeError, match=r"tests\[0\] must be"):
-        unit_test_reward([ADD], [42])
+def test_unreadable_tests_score_none_and_are_counted(caplog):
+    # a plain string that is not JSON, and a number: neither is a test list; the batch goes on
+    verifier_stats(reset=True)
+    with caplog.at_level("WARNING", logger="rewards.code"):
+        assert unit_test_reward([ADD, ADD, "no code"], ["assert add(1, 2) == 3", 42, ASSERTS]) == [None, None, 0.0]
+    assert verifier_stats()["bad_tests"] == 2
+    assert "sample 0" in caplog.text and "sample 1" in caplog.text  # the message names the row
+
+
+def test_code_in_the_answer_tag_when_there_is_no_block():
+    from rewards.code import completion_code
+
+    assert completion_code("<think> hm </think> <answer> def f(): return 1 </answer>") == "def f(): return 1\n"
+    assert completion_code("<answer> x </answer>\n```python\ny = 2\n```") == "y = 2\n"  # a block wins
+    assert completion_code("<answer>  </answer>") is None
 
 
 @needs_bwrap
