@@ -121,3 +121,37 @@ def test_dynamic_sampling_with_partial_rollouts_keeps_surplus_groups_for_the_nex
     fresh.load_state_dict(state)
     again, _ = fresh.collect(version=1)
     assert [g[0].meta["problem"] for g in again] == [2, 3] and [r.reward for r in again[0]] == [1.0, 0.0]
+
+
+def test_overlapped_scoring_gives_the_same_groups_and_hides_scoring_behind_generation():
+    # 4 groups, 2 chunks: generating a chunk takes 0.4 s, scoring one 0.4 s. Chunk 1 is scored while
+    # chunk 2 is generated, so the loop waits only for chunk 2's scoring: ~0.4 s of the ~0.8 s.
+    import time
+
+    def slow_parity(completions, answer, **kw):
+        time.sleep(0.4)
+        return parity_reward(completions, answer)
+
+    class SlowEngine(ScriptedEngine):
+        def generate(self, requests, sampling):
+            time.sleep(0.4)
+            return super().generate(requests, sampling)
+
+    problems = _problems(["a", "b", "c", "d"])
+    script = {0: ["a", "x"], 1: ["b", "b"], 2: ["x", "c"], 3: ["d", "d"]}
+    results = {}
+    for chunks in (1, 2):
+        engine = SlowEngine(script, {i: 3 for i in range(4)})
+        scorer = Scorer({slow_parity: 1.0}, "slow_parity", overlap_chunks=chunks)
+        sampler = make_prompt_sampler("in_order", problems, seed=0, difficulty_column="")
+        collector = Collector(engine.generate, problems, scorer, sampler, group_size=2, groups_per_step=4,
+                              sampling=SamplingParams(max_new_tokens=64))
+        groups, metrics = collector.collect(version=0)
+        collector.close()
+        results[chunks] = ([[r.reward for r in g] for g in groups], metrics, engine.calls)
+    assert results[1][0] == results[2][0] == [[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [1.0, 1.0]]
+    assert results[1][2] == 1 and results[2][2] == 2  # one engine call per chunk
+    plain, overlapped = results[1][1], results[2][1]
+    assert plain["time/reward_wait_s"] == pytest.approx(plain["time/reward_s"], rel=0.05)  # nothing hidden
+    assert overlapped["time/reward_s"] >= 0.75  # two chunks of 0.4 s were scored
+    assert overlapped["time/reward_wait_s"] < 0.65  # but the loop waited for about one of them
