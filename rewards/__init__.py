@@ -32,6 +32,11 @@ name (``rewards.available()``), ``path/to/file.py:function`` or
 ``repetition``, ``language_consistency`` (``rewards.format``),
 ``math_accuracy`` (``rewards.math``), ``code_unit_tests`` (``rewards.code``).
 They are imported on first use, so ``import rewards`` stays light.
+
+A learned reward model is one more reward function: ``rewards.model.reward_model(path)``
+scores ``prompt + completion`` with a local sequence-classification model in a Ray actor
+(the caller never loads the weights). A training config names it in ``reward.weights`` and
+gives its path under ``reward.models`` (see :mod:`rewards.model`).
 """
 
 from rewards._text import completion_text
