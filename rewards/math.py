@@ -30,11 +30,11 @@ fraction, a radical, pi, e, a repeating decimal) equals only the same value:
 ``1``. A gold that is a decimal states its value to the digits it gives and
 takes anything within half a unit of its last digit (``0.33`` takes ``1/3``,
 ``6.02e23`` takes ``6.024e23``). Decimals inside expressions are read at face
-value (``0.5x`` is ``x/2``). Ordered objects (tuples, ``\langle\rangle``
+value (``0.5x`` is ``x/2``). Ordered objects (tuples, ``\\langle\\rangle``
 vectors, matrices, intervals) compare element by element, in order and shape,
 brackets included; a transposed matrix is a different answer. Scientific
-notation (``6.02e23``, ``1.5\times10^{-3}``) and repeating decimals
-(``0.1\overline{6}``) are the numbers they denote.
+notation (``6.02e23``, ``1.5\\times10^{-3}``) and repeating decimals
+(``0.1\\overline{6}``) are the numbers they denote.
 
 Policy flags (keyword arguments of ``is_equivalent`` / ``accuracy_reward``) pick
 a side where checkers disagree; see :class:`rewards.math_compare.Policy`:
