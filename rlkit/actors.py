@@ -15,6 +15,7 @@ import ray
 import torch
 
 from rlkit.algo import loss_normalizers
+from rlkit.metrics import merge_metrics
 from rlkit.types import GenerationRequest, Rollout, SamplingParams, TrainBatch
 
 
@@ -141,12 +142,9 @@ class LearnerGroup:
         refs = [actor.train_step.remote(batch.select(slice(bounds[r], bounds[r + 1])), total_tokens, total_seqs)
                 for r, actor in enumerate(self.actors)]
         results = ray.get(refs)
-        metrics = dict(results[0])
-        for key in metrics:  # average over ranks, weighting by the tokens each one saw
-            weights = [m.get("learner/tokens", 1.0) for m in results]
-            if key not in ("grad_norm", "learner/tokens"):
-                metrics[key] = sum(m.get(key, 0.0) * w for m, w in zip(results, weights)) / max(sum(weights), 1e-9)
+        metrics = merge_metrics([(m, m.get("learner/tokens", 0.0)) for m in results])
         metrics["learner/tokens"] = sum(m.get("learner/tokens", 0.0) for m in results)
+        metrics["grad_norm"] = results[0]["grad_norm"]  # after the all-reduce every rank holds the same gradient
         return metrics
 
     def state_dict_ref(self):

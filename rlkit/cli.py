@@ -98,11 +98,8 @@ def cmd_eval(args: argparse.Namespace) -> dict[str, float]:
     rows = load_rows(args.data, required=[args.prompt_column, args.answer_column])
     if args.limit:
         rows = rows[: args.limit]
-    if args.answer_column != "answer":
-        for r in rows:
-            r["answer"] = r[args.answer_column]
     problems = build_problems(rows, engine.tokenizer, prompt_column=args.prompt_column, template=args.template,
-                              source=args.data)
+                              source=args.data, answer_column=args.answer_column)
     sampling = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
     metrics = evaluate(engine.generate, problems, accuracy=args.reward, sampling=sampling, k=args.k)
     metrics = {k.replace("eval/", ""): v for k, v in metrics.items()}

@@ -188,6 +188,7 @@ def _type_name(tp: Any) -> str:
 class ModelConfig:
     path: str = "data/models/tiny-moe"  # local HF directory or Hub id
     dtype: str = "float32"  # float32 | bfloat16 | float16
+    trust_remote_code: bool = False  # run modeling code shipped with the model (needed by some DeepSeek/Kimi repos)
 
 
 @dataclasses.dataclass
@@ -214,6 +215,10 @@ class RolloutConfig:
     eval_samples: int = 1  # k samples per held-out problem: eval/accuracy is avg@k
     repeat_ngram: int = 0  # stop a sample whose last repeat_window tokens repeat one n-gram (0 = off)
     repeat_window: int = 0
+    dtype: str = ""  # the engine's weights: float32 | bfloat16 | float16 ("" = model.dtype)
+    tensor_parallel_size: int = 1  # vllm: GPUs per engine (each rollout actor takes this many)
+    memory_share: float = 0.0  # vllm: share of GPU memory (weights + KV; cuda) or RAM (KV; cpu), 0 = 0.5 / 0.04
+    max_model_len: int = 0  # vllm: longest prompt + completion an engine holds (0 = the model's context)
 
 
 @dataclasses.dataclass
@@ -269,6 +274,9 @@ class AlgoConfig:
     kl_kind: str = "k3"
     entropy_coef: float = 0.0
     router_aux_coef: float = 0.001  # MoE load-balancing loss coefficient (0 = off)
+    # reference for kl_coef > 0: 0 = the frozen initial policy; k = the policy as of every k-th step
+    # (k1.5's mirror-descent term is kl_kind=k2 with kl_coef=tau against the latest iterate)
+    ref_refresh_every: int = 0
 
 
 @dataclasses.dataclass
@@ -282,6 +290,10 @@ class LearnerConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     threads: int = 1  # torch CPU threads per learner actor
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, about 1/3 more compute
+    logit_chunk_tokens: int = 1024  # tokens per output-projection chunk: the [chunk, vocab] logits are the peak
+    log_entropy: bool = True  # report actor/entropy even when entropy_coef = 0 (one more pass over the vocab)
+    forward: Literal["auto", "tree", "shared_prefix", "plain", "full"] = "auto"  # auto (fastest verified) | tree | shared_prefix | plain | full (the model's own forward)
 
 
 @dataclasses.dataclass

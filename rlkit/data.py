@@ -45,9 +45,14 @@ def load_rows(source: str, *, required: list[str]) -> list[dict[str, Any]]:
 
 
 def build_problems(rows: list[dict[str, Any]], tokenizer, *, prompt_column: str, template: str,
-                   max_prompt_tokens: int | None = None, source: str = "dataset") -> list[Problem]:
+                   max_prompt_tokens: int | None = None, source: str = "dataset",
+                   answer_column: str = "answer") -> list[Problem]:
+    """Templated, tokenized problems. Reward functions receive the gold answer as `answer`,
+    whatever the dataset calls it (`answer_column`)."""
     problems = []
     for i, row in enumerate(rows):
+        if answer_column != "answer" and answer_column in row:
+            row = {**row, "answer": row[answer_column]}
         text = apply_template(template, str(row[prompt_column]))
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if max_prompt_tokens is not None and len(ids) > max_prompt_tokens:

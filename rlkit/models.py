@@ -25,32 +25,49 @@ def check_model_path(path: str) -> None:
         raise FileNotFoundError(f"model path not found: {path!r} (not a directory; a Hub id looks like 'org/name')")
 
 
-def load_model(path: str, *, dtype: torch.dtype = torch.float32):
+def load_model(path: str, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False):
+    """A causal LM in HF format; `trust_remote_code` runs the modeling code shipped with it (DeepSeek, Kimi...)."""
     from transformers import AutoModelForCausalLM
 
     check_model_path(path)
     try:
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise FileNotFoundError(f"could not load a causal LM from {path!r}: {e}") from None
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     check_model_path(path)
-    tok = AutoTokenizer.from_pretrained(path)
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token  # right padding is masked everywhere, so EOS is a safe pad
     return tok
 
 
-def context_length(path: str) -> int | None:
+def context_length(path: str, *, trust_remote_code: bool = False) -> int | None:
     """The model's maximum positions (None if its config does not say)."""
     from transformers import AutoConfig
 
     check_model_path(path)
-    return getattr(AutoConfig.from_pretrained(path), "max_position_embeddings", None)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return getattr(config, "max_position_embeddings", None)
+
+
+def disable_dropout(model) -> None:
+    """Switch every dropout off, in modules and in the attention's functional dropout rate.
+
+    RL compares log-probs of the same policy at sampling and at training; a dropout mask drawn
+    at either would make the on-policy ratio noise instead of 1. `eval()` would also do it, but
+    activation checkpointing in transformers only runs in training mode.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        for name in ("attention_dropout", "dropout", "attn_dropout", "hidden_dropout", "activation_dropout"):
+            if isinstance(getattr(module, name, None), float):
+                setattr(module, name, 0.0)
 
 
 def num_experts(model) -> int:
@@ -103,3 +120,30 @@ def tiny_moe_config(vocab_size: int, **overrides):
     )
     shape.update(overrides)
     return Qwen3MoeConfig(**shape)
+
+
+def save_random_tiny_model(path, words, *, seed: int = 0, split_digits: bool = True, **shape) -> str:
+    """A randomly initialised tiny Qwen3-MoE and a word-level tokenizer over `words`, saved in HF format.
+
+    For tests and benchmarks (built in about a second). `words` must hold "<pad>", "<eos>" and
+    "<unk>"; text splits on whitespace (and into single digits with `split_digits`). `shape`
+    overrides `tiny_moe_config` (vocab_size defaults to len(words)).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, Qwen3MoeForCausalLM
+
+    vocab = {w: i for i, w in enumerate(words)}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    splits = [pre_tokenizers.WhitespaceSplit()]
+    if split_digits:
+        splits.append(pre_tokenizers.Digits(individual_digits=True))
+    core.pre_tokenizer = pre_tokenizers.Sequence(splits)
+    core.decoder = decoders.WordPiece(prefix="##")
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+    torch.manual_seed(seed)
+    model = Qwen3MoeForCausalLM(tiny_moe_config(shape.pop("vocab_size", len(vocab)), **shape))
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)

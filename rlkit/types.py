@@ -68,7 +68,7 @@ class TrainBatch:
     loss_mask: torch.Tensor  # [N, L-1] float, 1 on completion tokens that count
     old_logp: torch.Tensor  # [N, L-1] behaviour log-probs (0 off the mask)
     advantages: torch.Tensor  # [N]
-    ref_logp: torch.Tensor | None = None  # [N, L-1] reference-policy log-probs when KL is used
+    # no reference log-probs: with KL on, the learner keeps the reference and scores each micro-batch itself
     token_weights: torch.Tensor | None = None  # [N, L-1] importance weights for stale tokens
     versions: torch.Tensor | None = None  # [N, L-1] long, policy version of each completion token
 
@@ -85,7 +85,6 @@ class TrainBatch:
             loss_mask=self.loss_mask[index],
             old_logp=self.old_logp[index],
             advantages=self.advantages[index],
-            ref_logp=pick(self.ref_logp),
             token_weights=pick(self.token_weights),
             versions=pick(self.versions),
         )
@@ -105,7 +104,6 @@ class TrainBatch:
             loss_mask=self.loss_mask[:, tcut],
             old_logp=self.old_logp[:, tcut],
             advantages=self.advantages,
-            ref_logp=tok(self.ref_logp),
             token_weights=tok(self.token_weights),
             versions=tok(self.versions),
         )

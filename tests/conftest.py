@@ -52,27 +52,12 @@ WORDS = ("<pad> <eos> <unk> <think> </think> <answer> </answer> What is plus min
          "0 1 2 3 4 5 6 7 8 9").split()
 
 
-def build_random_tiny_model(path, *, seed: int = 0, max_positions: int = 128):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3MoeForCausalLM
+def build_random_tiny_model(path, *, seed: int = 0, max_positions: int = 128, **shape):
+    from rlkit.models import save_random_tiny_model
 
-    from rlkit.models import tiny_moe_config
-
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Digits(individual_digits=True)])
-    core.decoder = decoders.WordPiece(prefix="##")
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    torch.manual_seed(seed)
-    cfg = tiny_moe_config(len(vocab), hidden_size=64, intermediate_size=128, moe_intermediate_size=64,
-                          num_hidden_layers=2, head_dim=16, num_experts=4, max_position_embeddings=max_positions)
-    model = Qwen3MoeForCausalLM(cfg)
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    shape = {**dict(hidden_size=64, intermediate_size=128, moe_intermediate_size=64, num_hidden_layers=2, head_dim=16,
+                    num_experts=4, max_position_embeddings=max_positions), **shape}
+    return save_random_tiny_model(path, WORDS, seed=seed, **shape)
 
 
 @pytest.fixture(scope="session")

@@ -277,13 +277,19 @@ def _k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return 0.5 * (logp - ref_logp) ** 2  # [N, T]
 
 
+K3_LINEAR_FROM = 20.0  # d beyond which k3's exp(d) continues as its tangent line
+
+
 @KL_ESTIMATORS.register("k3")
 def _k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
-    # d is capped so exp(d) cannot overflow to inf (and poison the gradient) when the
-    # reference assigns a token far more mass than the policy; exp(20) ~ 4.9e8 is
-    # already a penalty no run survives.
-    d = (ref_logp - logp).clamp(max=20.0)  # [N, T]
-    return torch.exp(d) - d - 1.0  # [N, T]
+    # exp(d) would overflow to inf (and poison the gradient) where the reference gives a token
+    # far more mass than the policy. Beyond d = 20 it continues as its tangent line instead of
+    # a clamp: a clamp would zero the gradient of exactly the most divergent tokens, which are
+    # the ones the penalty exists to pull back; the line keeps pulling them at slope e^20.
+    d = ref_logp - logp  # [N, T]
+    c = K3_LINEAR_FROM
+    exp_d = torch.where(d > c, math.exp(c) * (1.0 + d - c), torch.exp(d.clamp(max=c)))  # [N, T]
+    return exp_d - d - 1.0  # [N, T]
 
 
 def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k1") -> Tensor:
@@ -293,7 +299,8 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k1") -> Tensor:
       - "k1": logp - ref_logp (unbiased, can be negative);
       - "k2": (logp - ref_logp)^2 / 2;
       - "k3": exp(d) - d - 1 with d = ref_logp - logp (GRPO, arXiv:2402.03300;
-        unbiased, always >= 0), with d capped at 20 to stay finite.
+        unbiased, always >= 0); beyond d = 20, exp(d) continues linearly (finite, and the
+        gradient of the most divergent tokens stays the largest, never 0).
     ``ref_logp`` is detached. Returns [N, T]; reduce with ``masked_mean``.
     """
     if logp.shape != ref_logp.shape:
@@ -304,13 +311,15 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, kind: str = "k1") -> Tensor:
 def kimi_mirror_descent_penalty(logp: Tensor, ref_logp: Tensor, tau: float) -> Tensor:
     """Kimi k1.5 (arXiv:2501.12599) regulariser: (tau / 2) * (logp - ref_logp)^2, [N, T].
 
-    ``ref_logp`` is the policy at the start of the iteration (detached here).
+    ``ref_logp`` is the policy at the start of the iteration (detached here). It is tau times
+    the "k2" estimator, which is how training reaches it: ``algo.kl_kind=k2``,
+    ``algo.kl_coef=tau`` and ``algo.ref_refresh_every=k`` (the reference becomes the current
+    policy every k optimizer steps). With one optimizer step per batch, as the recipes take,
+    k = 1 makes the term vanish at each step's start; k > 1 is the useful setting there.
     """
     if tau < 0:
         raise ValueError(f"tau must be >= 0, got {tau}")
-    if logp.shape != ref_logp.shape:
-        raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
-    return 0.5 * tau * (logp - ref_logp.detach()) ** 2  # [N, T]
+    return tau * kl_penalty(logp, ref_logp, kind="k2")  # [N, T]
 
 
 def entropy_from_logits(logits: Tensor) -> Tensor:

@@ -52,10 +52,12 @@ class HFEngine:
         repeat_ngram: int = 0,
         repeat_window: int = 0,
         keep_kv_mb: float = 512.0,
+        trust_remote_code: bool = False,
     ) -> None:
         self.device = torch.device(device)
-        self.model = load_model(model_path, dtype=resolve_dtype(dtype)).to(self.device).eval()
-        self.tokenizer = load_tokenizer(model_path)
+        self.model = load_model(model_path, dtype=resolve_dtype(dtype),
+                                trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
         self.eos_ids = _eos_ids(self.model, self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.max_context = getattr(self.model.config, "max_position_embeddings", None)

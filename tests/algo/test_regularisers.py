@@ -39,6 +39,25 @@ def test_k3_stays_finite_when_reference_is_far_more_likely():
     assert torch.isfinite(kl).all() and torch.isfinite(logp.grad).all()
 
 
+def test_k3_keeps_pulling_the_most_divergent_tokens_back():
+    # d = ref - logp = 25 and 30: beyond d = 20, exp(d) continues as its tangent e^20 (1 + d - 20),
+    # so the value is finite and the gradient is e^20 - 1 (not the 0 a clamp would give)
+    logp = torch.tensor([[-25.0, -30.0, -1.0]], requires_grad=True)
+    ref = torch.zeros(1, 3)
+    kl = kl_penalty(logp, ref, "k3")
+    e20 = math.exp(20.0)
+    expected = [e20 * (1 + 5) - 25 - 1, e20 * (1 + 10) - 30 - 1, math.exp(1.0) - 1 - 1]
+    torch.testing.assert_close(kl[0].double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    kl.sum().backward()
+    # d(k3)/d(logp) = -(exp'(d) - 1): -(e^20 - 1) on both far tokens, -(e - 1) on the near one
+    torch.testing.assert_close(logp.grad[0].double(), torch.tensor([-(e20 - 1), -(e20 - 1), -(math.e - 1)],
+                                                                   dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    # continuous at the switch: across d = 20 +- 1e-6 the value moves by the slope e^20 times 2e-6, no jump
+    below, above = (kl_penalty(torch.tensor([[-x]], dtype=torch.float64), torch.zeros(1, 1, dtype=torch.float64),
+                               "k3").item() for x in (20.0 - 1e-6, 20.0 + 1e-6))
+    assert abs(above - below) == pytest.approx(e20 * 2e-6, rel=1e-3)
+
+
 def test_kl_gradient_does_not_reach_reference():
     logp, ref = torch.zeros(1, 2, requires_grad=True), torch.ones(1, 2, requires_grad=True)
     kl_penalty(logp, ref, "k3").sum().backward()

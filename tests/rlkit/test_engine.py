@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlkit.learner import token_logprobs
+from rlkit.forward import token_logprobs
 from rlkit.rollout.hf import HFEngine
 from rlkit.types import FINISH_BUDGET, GenerationRequest, SamplingParams, pack_rollouts
 

@@ -39,26 +39,16 @@ WORDS = "<pad> <eos> <unk> What is plus minus the answer so . , ? : 0 1 2 3 4 5 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     """The HF engine on a random 2-layer MoE with a word-level tokenizer (built in ~1 s)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3MoeForCausalLM
-
-    from rlkit.models import tiny_moe_config
+    from rlkit.models import save_random_tiny_model
     from rlkit.rollout.hf import HFEngine
 
     path = tmp_path_factory.mktemp("partial_tiny_moe")
-    core = Tokenizer(models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    torch.manual_seed(0)
     # initializer_range 1.0 (not 0.02): greedy on a near-zero random model repeats one token
     # forever, which would make "resumed equals uncut" true for any resume; these weights give
     # varied greedy text, one answer ending in EOS and one at the length cap
-    model = Qwen3MoeForCausalLM(tiny_moe_config(len(WORDS), hidden_size=64, intermediate_size=128,
-                                                moe_intermediate_size=64, num_hidden_layers=2, head_dim=16,
-                                                num_experts=4, max_position_embeddings=128, initializer_range=1.0))
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    save_random_tiny_model(path, WORDS, split_digits=False, hidden_size=64, intermediate_size=128,
+                           moe_intermediate_size=64, num_hidden_layers=2, head_dim=16, num_experts=4,
+                           max_position_embeddings=128, initializer_range=1.0)
     return HFEngine(str(path), seed=0)
 
 
