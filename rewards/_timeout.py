@@ -90,7 +90,12 @@ def _worker_main(preload: Sequence[str]) -> None:
     out_fd, in_fd = os.dup(1), 0
     os.dup2(2, 1)
     for name in preload:
-        importlib.import_module(name)
+        module = importlib.import_module(name)
+        # A module may pay its one-time costs (a parser's tables) here, before "ready": the
+        # first check's deadline then never includes them, however loaded the machine is.
+        warm = getattr(module, "warm_worker", None)
+        if callable(warm):
+            warm()
     _write_frame(out_fd, ("ready", os.getpid()))
     while True:
         try:

@@ -23,7 +23,7 @@ from latex2sympy2_extended.math_normalization import NormalizationConfig
 from rewards.math_compare import Comparator, NeedSympy, Oracle, Policy, numbers_equal
 from rewards.math_parse import Atom, Interval, Matrix, Node, Num, Relation, Seq, SetUnion, is_name, nesting_depth
 
-__all__ = ["compare_in_worker", "clear_caches", "to_sympy", "SympyOracle"]
+__all__ = ["compare_in_worker", "clear_caches", "warm_worker", "to_sympy", "SympyOracle"]
 
 # Our own normaliser has run already; latex2sympy only gets its basic cleanup.
 _NORMALIZATION = NormalizationConfig(basic_latex=True, units=False, malformed_operators=False, nits=False,
@@ -47,6 +47,12 @@ def compare_in_worker(gold: Node, pred: Node, policy: Policy) -> bool:
 
 
 def clear_caches() -> None:
+    to_sympy.cache_clear()
+
+
+def warm_worker() -> None:
+    """Build latex2sympy's parser once, when a worker starts (rewards._timeout calls it)."""
+    to_sympy("\\frac{x+1}{2}")
     to_sympy.cache_clear()
 
 

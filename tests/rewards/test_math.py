@@ -180,7 +180,8 @@ def test_deadline_holds_in_a_thread():
     assert result["equal"] is False  # past the deadline counts as not equal
     assert result["took"] < 3.0
     assert rmath.stats()["timeouts"] == 1
-    assert is_equivalent("(x+1)^2", "x^2+2x+1")  # the killed worker was replaced
+    # the killed worker was replaced (a generous deadline: this checks the replacement, not speed)
+    assert is_equivalent("(x+1)^2", "x^2+2x+1", timeout_s=30)
 
 
 def test_pool_kills_a_job_past_its_deadline_from_a_thread():
