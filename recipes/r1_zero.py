@@ -39,6 +39,7 @@ from rlkit.evaluation import evaluate
 from rlkit.logging import MetricsLogger, write_report
 from rlkit.models import context_length, load_tokenizer
 from rlkit.prompt_samplers import make_prompt_sampler
+from rlkit.rollout.engine import engine_setup
 from rlkit.rollout.partial import PartialRolloutBuffer, adjust_stale_tokens, stale_token_metrics
 from rlkit.scoring import Scorer, assign_advantages
 from rlkit.shaping import filter_overlong, shape_rewards
@@ -91,12 +92,10 @@ def main(cfg: Config) -> None:
     eval_sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens,
                                    temperature=cfg.rollout.eval_temperature, seed=cfg.seed)
 
+    engine = engine_setup(cfg.rollout, cfg.model, seed=cfg.seed)  # checked here, before any actor starts
+
     init_ray(cfg.ray_address)
-    gpu = 1 if cfg.rollout.device == "cuda" else 0
-    rollouts = RolloutGroup(cfg.rollout.num_actors, cfg.rollout.engine,
-                            {"model_path": cfg.model.path, "device": cfg.rollout.device, "dtype": cfg.model.dtype,
-                             "seed": cfg.seed, "repeat_ngram": cfg.rollout.repeat_ngram,
-                             "repeat_window": cfg.rollout.repeat_window}, num_gpus=gpu)
+    rollouts = RolloutGroup(cfg.rollout.num_actors, engine.name, engine.kwargs, num_gpus=engine.num_gpus)
     learners = LearnerGroup(cfg.learner.num_learners,
                             {"model_path": cfg.model.path, "cfg": cfg.learner, "algo": cfg.algo,
                              "temperature": cfg.rollout.temperature, "max_new_tokens": cfg.rollout.max_new_tokens,
