@@ -17,10 +17,11 @@ How the contract maps onto vLLM:
   tokens ahead of it is below top_p); `tests/rlkit/test_vllm_engine.py` checks agreement at
   T = 0.7, top_p = 0.8.
 - Seeds: an unseeded call draws from the engine's own stream (torch's generator in this
-  process, seeded once with `seed`). A call with `sampling.seed` gives every sample a seed of
-  its own derived from it and runs inside `torch.random.fork_rng`, because vLLM's CPU sampler
-  draws one number per row from the global generator even for seeded rows: the training
-  stream is neither reset nor advanced by an evaluation.
+  process, seeded once with `seed`). A call with `sampling.seed` runs inside
+  `torch.random.fork_rng`, so the training stream is neither reset nor advanced by an
+  evaluation; its draws come from `sampling.seed`: on GPUs one seed per sample (vLLM's
+  per-request generators), on CPU torch's generator seeded with it for the call (vLLM's CPU
+  sampler cannot take per-request seeds together with chunked prefill, see `generate`).
 - Partial rollouts: a sample stopped by `token_budget` finishes with `budget`; the next call
   sends prompt + prefix as the prompt with the remaining cap. At equal weights the prefix
   cache still holds its blocks, so only the tail is prefilled again.
@@ -60,9 +61,16 @@ CPU_MEMORY_SHARE = 0.04  # memory_share=0 on CPU: KV cache of 4% of RAM
 GPU_MEMORY_SHARE = 0.5  # memory_share=0 on a GPU: half its memory (weights + KV), the rest for a colocated learner
 
 
+def vllm_installed() -> bool:
+    try:
+        return importlib.util.find_spec("vllm") is not None
+    except (ImportError, ValueError):  # a package hidden or half-removed
+        return False
+
+
 def import_vllm():
     """`import vllm`, or one line saying what to install (or uninstall) instead."""
-    if importlib.util.find_spec("vllm") is None:
+    if not vllm_installed():
         raise EngineUnavailable(f"rollout.engine=vllm needs vLLM, which is not installed: {INSTALL_HINT}")
     try:
         import vllm
@@ -173,7 +181,7 @@ class VLLMEngine:
                 budgets.append(min(left, sampling.token_budget) if sampling.token_budget is not None else left)
 
         seeds: list[int | None] = [None] * len(samples)
-        if sampling.seed is not None:
+        if sampling.seed is not None and self.device != "cpu":
             # a stream of the call's own: one seed per sample, the same for the same call
             rng = random.Random(sampling.seed)
             seeds = [rng.randrange(2**31) for _ in samples]
@@ -184,6 +192,11 @@ class VLLMEngine:
             outputs = self._run(prompts, params)
         else:
             with torch.random.fork_rng(devices=_rng_devices(self.device)):
+                if self.device == "cpu":
+                    # vLLM 0.32 rewinds a seeded request's generator when chunked prefill splits its prompt,
+                    # which a CPU generator cannot do (RuntimeError); so on CPU the call's stream is
+                    # torch's generator, seeded here and restored when the call ends
+                    torch.manual_seed(sampling.seed)
                 outputs = self._run(prompts, params)
         generated: dict[int, tuple[list[int], list[float]]] = {}
         for s, out in zip(todo, outputs):
@@ -364,7 +377,7 @@ def check_settings(*, model_path: str, device: str = "cpu", tensor_parallel_size
     """Everything about a vLLM engine's settings that can be known without starting one: vLLM
     installed, device and tensor-parallel size against the GPUs, memory share against free RAM and
     the KV cache of one full-length sequence, max_model_len against the model's context."""
-    if importlib.util.find_spec("vllm") is None:
+    if not vllm_installed():
         raise EngineUnavailable(f"rollout.engine=vllm needs vLLM, which is not installed: {INSTALL_HINT}")
     resolve_dtype(dtype)
     if device not in ("cpu", "cuda"):

@@ -282,6 +282,18 @@ def test_seeded_call_neither_resets_nor_advances_the_training_stream(engine, moe
     assert [r.completion_ids for r in engine.generate(requests, sampling)] == second
 
 
+def test_seeded_call_larger_than_one_scheduler_step(engine, moe32):
+    """vLLM schedules at most 4096 prompt tokens a step and splits the rest (chunked prefill); a
+    seeded call that large must work (per-request seeds crash there on CPU) and repeat its draws."""
+    tok = _tok(moe32)
+    prompt = tok(" ".join(["What is 12 plus 7 so the answer is ?"] * 12))["input_ids"][:100]
+    requests = [GenerationRequest(prompt, n=1) for _ in range(48)]  # 4800 prompt tokens
+    seeded = SamplingParams(max_new_tokens=4, seed=11)
+    first = [r.completion_ids for r in engine.generate(requests, seeded)]
+    assert [r.completion_ids for r in engine.generate(requests, seeded)] == first
+    assert len(set(map(tuple, first))) > 1
+
+
 # ----------------------------------------------------------------------------- weight sync
 @pytest.fixture(scope="module")
 def shipped(ray_local):
