@@ -6,9 +6,10 @@ is one training step, and between steps the engine gets a weight sync with the n
 (`load_weights` of the same state: the numbers stay, everything keyed on the version is reset
 exactly as after a real optimizer step).
 
-- whole: `Collector(partial=None)`: each step samples --B fresh groups of --G to completion in
-  one engine call, which lasts as long as its longest sample (the batch shrinks as samples end,
-  but the few long ones decode alone for most of the steps).
+- whole: `Collector(partial=None)`: each step samples --in-flight x --B fresh groups of --G to
+  completion in one engine call (the same number of sequences in flight as partial keeps), which
+  lasts as long as its longest sample (the batch shrinks as samples end, but the few long ones
+  decode alone for most of the step) and trains on all of them.
 - partial: `Collector(partial=PartialRolloutBuffer(--budget))`, max_rounds 4 (the trainer's
   default): --in-flight x --B groups kept in flight (`partial.groups_in_flight`); each round is
   one engine call with the unfinished trajectories (resumed from prompt + prefix) and n=G
@@ -27,15 +28,19 @@ layer stops one id short of the tokenizer's <eos>). Sampling is real: temperatur
 random Qwen3-MoE of the tiny base's shape (rlkit.models.tiny_moe_config), or over --model (the
 default is data/models/tiny-moe when it exists; then EOS may end a sample before its target).
 
-Counted: completed tokens, i.e. all tokens (every segment) of the trajectories in the groups a
-step hands to training, per wall second of `collect()`. The modes take turns within each
+Counted: tokens that train, per wall second of `collect()`: of the trajectories in the groups a
+step hands to training, the tokens the loss keeps. With --stale-mode mask (the config default,
+`partial.stale_mode`) a token sampled by an older version than the step's is masked out of the
+loss, so only the step's own tokens count; with importance or keep every token trains (weighted
+or off-policy). Whole-batch tokens are all the step's own. The modes take turns within each
 iteration (who goes first alternates); the first --warmup iterations are not timed (the partial
 buffer needs about long-max x short / budget rounds to reach its steady state).
 
 Run:
     python benchmarks/partial_rollout.py --B 8 --G 8 --budget 32 --short 24 --iters 12
+    python benchmarks/partial_rollout.py --stale-mode importance
 
-Printed: per-iteration completed tokens and seconds of each mode, per-mode totals (with the
+Printed: per-iteration training tokens and seconds of each mode, per-mode totals (with the
 model forwards per step: a decode step has a cost that hardly depends on the batch on a GPU, so
 whole / partial forwards per step is what partial rollouts can save at most), tokens per
 wall second and per CPU second of the process, `speedup_cpu=` (the same ratio in CPU time,
@@ -61,6 +66,7 @@ import torch  # noqa: E402
 
 from rlkit.collect import Collector  # noqa: E402
 from rlkit.data import Problem  # noqa: E402
+from rlkit.models import save_random_tiny_model  # noqa: E402
 from rlkit.prompt_samplers import make_prompt_sampler  # noqa: E402
 from rlkit.rollout.hf import HFEngine  # noqa: E402
 from rlkit.rollout.partial import META_KEY, PartialRolloutBuffer  # noqa: E402
@@ -86,6 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--long-max", type=float, default=8.0, help="long answers: at most this x --short")
     ap.add_argument("--in-flight", type=int, default=3,
                     help="partial: groups generated at once, as a multiple of --B (partial.groups_in_flight)")
+    ap.add_argument("--stale-mode", default="mask", choices=("mask", "importance", "keep"),
+                    help="partial.stale_mode: which tokens of a partial trajectory train (mask: the step's own only)")
     ap.add_argument("--iters", type=int, default=12, help="timed training steps per mode")
     ap.add_argument("--warmup", type=int, default=-1,
                     help="untimed steps per mode (-1: enough rounds for the longest target, plus one)")
@@ -96,25 +104,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def build_random_model(path: Path, max_positions: int) -> str:
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3MoeForCausalLM
-
-    from rlkit.models import tiny_moe_config
-
-    vocab = {w: i for i, w in enumerate(WORDS)}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
-                                                  pre_tokenizers.Digits(individual_digits=True)])
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
-    torch.manual_seed(0)
     # the shipped base's shape; vocab_size excludes <eos> (the last id): logits never cover it,
     # so lengths are the targets
-    model = Qwen3MoeForCausalLM(tiny_moe_config(len(vocab) - 1, max_position_embeddings=max_positions))
-    model.generation_config.eos_token_id = tok.eos_token_id
-    model.generation_config.pad_token_id = tok.pad_token_id
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+    return save_random_tiny_model(path, WORDS, vocab_size=len(WORDS) - 1, max_position_embeddings=max_positions)
 
 
 class Targets:
@@ -163,7 +155,7 @@ class NoScore:
     def score(self, rollouts, problems, group_size) -> dict[str, float]:
         for r in rollouts:
             r.reward = 0.0
-        return {}
+        return {"time/reward_s": 0.0}
 
 
 def main(argv=None) -> float:
@@ -187,9 +179,16 @@ def main(argv=None) -> float:
 
     def collector(partial: PartialRolloutBuffer | None) -> Collector:
         sampler = make_prompt_sampler("shuffle", problems, seed=args.seed, difficulty_column="")
+        # the same sequences in flight: partial keeps in_flight x B groups going, whole samples that many per step
+        per_step = args.B if partial is not None else args.in_flight * args.B
         return Collector(CappedGenerate(engine, args), problems, NoScore(), sampler, group_size=args.G,
-                         groups_per_step=args.B, sampling=sampling, max_rounds=MAX_ROUNDS, partial=partial,
+                         groups_per_step=per_step, sampling=sampling, max_rounds=MAX_ROUNDS, partial=partial,
                          groups_in_flight=args.in_flight * args.B)
+
+    def training_tokens(groups, version: int) -> int:
+        if args.stale_mode != "mask":
+            return sum(r.length for g in groups for r in g)
+        return sum(v == version for g in groups for r in g for v in r.versions)
 
     # the version bumps once per step and a step runs up to MAX_ROUNDS rounds of `budget` tokens,
     # so the longest target is at most ceil(longest / budget) - 1 versions old when it finishes
@@ -200,9 +199,10 @@ def main(argv=None) -> float:
     print(f"model={label} params={sum(p.numel() for p in engine.model.parameters()) / 1e6:.2f}M "
           f"device={args.device} threads={args.threads} B={args.B} G={args.G} budget={args.budget} "
           f"short={args.short} long={args.long_min}-{args.long_max}x@{args.long_frac} max_rounds={MAX_ROUNDS} "
-          f"warmup={warmup} iters={args.iters}", flush=True)
+          f"in_flight={args.in_flight}xB (both modes) stale_mode={args.stale_mode} warmup={warmup} iters={args.iters}",
+          flush=True)
 
-    totals = {name: [0, 0.0, 0.0, 0] for name in modes}  # completed tokens, wall s, CPU s, model forwards
+    totals = {name: [0, 0.0, 0.0, 0] for name in modes}  # training tokens, wall s, CPU s, model forwards
     forwards = [0]
     engine.model.register_forward_pre_hook(lambda module, inputs: forwards.__setitem__(0, forwards[0] + 1))
     names = list(modes)
@@ -215,8 +215,9 @@ def main(argv=None) -> float:
             t0, c0, f0 = time.perf_counter(), time.process_time(), forwards[0]
             groups, metrics = modes[name].collect(versions[name])
             seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
-            tokens = sum(r.length for g in groups for r in g)
-            line.append(f"{name} {tokens} tok {seconds:.2f} s ({metrics['batch/rounds']:.0f} rounds)")
+            tokens = training_tokens(groups, versions[name])
+            sampled = sum(r.length for g in groups for r in g)
+            line.append(f"{name} {tokens}/{sampled} tok {seconds:.2f} s ({metrics['batch/rounds']:.0f} rounds)")
             if timed:
                 totals[name][0] += tokens
                 totals[name][1] += seconds
@@ -228,7 +229,7 @@ def main(argv=None) -> float:
     rates, cpu_rates = {}, {}
     for name, (tokens, seconds, cpu, calls) in totals.items():
         rates[name], cpu_rates[name] = tokens / seconds, tokens / cpu
-        print(f"{name:8s} completed_tokens={tokens} seconds={seconds:.2f} tokens_per_s={rates[name]:.1f} "
+        print(f"{name:8s} training_tokens={tokens} seconds={seconds:.2f} tokens_per_s={rates[name]:.1f} "
               f"cpu_seconds={cpu:.2f} tokens_per_cpu_s={cpu_rates[name]:.1f} "
               f"forwards_per_step={calls / args.iters:.0f} tokens_per_forward={tokens / calls:.1f}")
     # on a shared machine CPU time moves less than wall time with the other jobs' load

@@ -251,3 +251,21 @@ def test_merge_metrics_weights_means_and_takes_maxima():
     parts = [({"a": 1.0, "x_max": 3.0}, 1.0), ({"a": 4.0, "x_max": 2.0}, 2.0), ({"a": 100.0, "x_max": 50.0}, 0.0)]
     # a: (1*1 + 4*2) / 3 = 3; x_max: max over parts with tokens = 3 (the empty part's 50 is not a maximum of anything)
     assert merge_metrics(parts) == {"a": 3.0, "x_max": 3.0}
+
+
+@pytest.mark.parametrize("every", [0, 1])
+def test_kl_reference_is_the_initial_policy_or_refreshed_every_k_steps(random_tiny_model, every):
+    # algo.kl_kind=k2 with kl_coef=tau and ref_refresh_every=k is Kimi k1.5's mirror-descent regulariser
+    learner = Learner(random_tiny_model, LearnerConfig(lr=1e-2), AlgoConfig(kl_coef=0.1, kl_kind="k2",
+                                                                            ref_refresh_every=every))
+    initial = {k: v.clone() for k, v in learner.policy.state_dict().items()}
+    b = _rows()
+    metrics = learner.train_step(b, total_tokens=float(b.loss_mask.sum()), total_seqs=len(b))
+    assert metrics["actor/kl"] == pytest.approx(0.0, abs=1e-12)  # the reference starts as the policy itself
+    reference, policy = learner.reference.model.state_dict(), learner.policy.state_dict()
+    moved = [k for k in policy if not torch.equal(policy[k], initial[k])]
+    assert moved  # the step changed the policy
+    expected = policy if every == 1 else initial
+    assert all(torch.equal(reference[k], expected[k]) for k in moved)
+    metrics = learner.train_step(b, total_tokens=float(b.loss_mask.sum()), total_seqs=len(b))
+    assert (metrics["actor/kl"] > 1e-9) == (every == 0)  # a fresh reference starts each step at KL 0
