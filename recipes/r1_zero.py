@@ -64,21 +64,21 @@ class Config(TrainConfig):
 def main(cfg: Config) -> None:
     # ------------------------------------------------------------------------- setup
     # Everything that can be wrong with the inputs is checked here, before any actor starts.
-    tokenizer = load_tokenizer(cfg.model.path)
-    window = context_length(cfg.model.path)
+    tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+    window = context_length(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     max_prompt = window - cfg.rollout.max_new_tokens if window else None
     columns = [cfg.data.prompt_column, cfg.data.answer_column]
     train_rows = load_rows(cfg.data.train, required=columns)
     train = build_problems(train_rows, tokenizer, prompt_column=cfg.data.prompt_column, template=cfg.data.template,
-                           max_prompt_tokens=max_prompt, source=cfg.data.train)
+                           max_prompt_tokens=max_prompt, source=cfg.data.train, answer_column=cfg.data.answer_column)
     test = []
     if cfg.data.test:
         test_rows = load_rows(cfg.data.test, required=columns)
         if cfg.data.max_test_examples:
             test_rows = test_rows[: cfg.data.max_test_examples]
         test = build_problems(test_rows, tokenizer, prompt_column=cfg.data.prompt_column,
-                              template=cfg.data.template, max_prompt_tokens=max_prompt, source=cfg.data.test)
-    _rename_answer(train + test, cfg.data.answer_column)
+                              template=cfg.data.template, max_prompt_tokens=max_prompt, source=cfg.data.test,
+                              answer_column=cfg.data.answer_column)
     scorer = Scorer.from_config(cfg.reward)  # reward models are checked here, before Ray starts
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
     sampler = make_prompt_sampler(cfg.sampling.prompt_order, train, seed=cfg.seed,
@@ -98,8 +98,10 @@ def main(cfg: Config) -> None:
     rollouts = RolloutGroup(cfg.rollout.num_actors, engine.name, engine.kwargs, num_gpus=engine.num_gpus)
     learners = LearnerGroup(cfg.learner.num_learners,
                             {"model_path": cfg.model.path, "cfg": cfg.learner, "algo": cfg.algo,
-                             "temperature": cfg.rollout.temperature, "max_new_tokens": cfg.rollout.max_new_tokens,
-                             "dtype": cfg.model.dtype, "seed": cfg.seed},
+                             "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
+                             "max_new_tokens": cfg.rollout.max_new_tokens,
+                             "dtype": cfg.model.dtype, "seed": cfg.seed,
+                             "trust_remote_code": cfg.model.trust_remote_code},
                             num_gpus=1 if cfg.learner.device == "cuda" else 0)
 
     collector = Collector(rollouts.generate, train, scorer, sampler, group_size=G, groups_per_step=B,
@@ -181,13 +183,6 @@ def main(cfg: Config) -> None:
     final = checkpoint.latest(cfg.output_dir)
     print(f"checkpoint: {final}")
     ray.shutdown()
-
-
-def _rename_answer(problems, answer_column: str) -> None:
-    """Reward functions receive the gold answer as `answer`, whatever the dataset calls it."""
-    if answer_column != "answer":
-        for p in problems:
-            p.columns["answer"] = p.columns[answer_column]
 
 
 if __name__ == "__main__":
