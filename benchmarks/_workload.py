@@ -1,7 +1,7 @@
 """Shared pieces of the benchmarks: the prompt workload, the reward, and one rlkit GRPO step.
 
 `RLKitGRPO` builds the real rlkit stack that `recipes/r1_zero.py` runs (Ray RolloutGroup with
-one HF-engine actor, LearnerGroup with one accelerate learner, Scorer, sync_weights) and
+one engine actor, `hf` or `vllm`, LearnerGroup with one accelerate learner, Scorer, sync_weights) and
 `step()` performs exactly one step of that recipe's loop: sample G completions for each of B
 prompts, score them, group advantages, pack, one optimizer update, push the new weights. No
 numerics are re-implemented here; every call is the recipe's own building block.
@@ -58,7 +58,7 @@ class RLKitGRPO:
 
     def __init__(self, model: str, problems: list[Problem], weights: dict[str, float], *, B: int, G: int,
                  max_new_tokens: int, temperature: float = 1.0, lr: float = 1e-5, micro_batch_size: int = 16,
-                 threads: int = 1, seed: int = 0, algo: AlgoConfig | None = None) -> None:
+                 threads: int = 1, seed: int = 0, algo: AlgoConfig | None = None, engine: str = "hf") -> None:
         from rlkit.actors import LearnerGroup, RolloutGroup, init_ray
         from rlkit.scoring import Scorer
         from rlkit.types import SamplingParams
@@ -72,8 +72,8 @@ class RLKitGRPO:
         self.sampling = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
         learner_cfg = LearnerConfig(lr=lr, micro_batch_size=micro_batch_size, threads=threads)
         init_ray()
-        self.rollouts = RolloutGroup(1, "hf", {"model_path": model, "device": "cpu", "dtype": "float32",
-                                               "seed": seed}, threads=threads)
+        self.rollouts = RolloutGroup(1, engine, {"model_path": model, "device": "cpu", "dtype": "float32",
+                                                 "seed": seed}, threads=threads)
         self.learners = LearnerGroup(1, {"model_path": model, "cfg": learner_cfg, "algo": self.algo,
                                          "temperature": temperature, "max_new_tokens": max_new_tokens,
                                          "dtype": "float32", "seed": seed})

@@ -6,10 +6,13 @@ one optimizer update over all B*G completions (AdamW, same lr, clip 0.2, beta = 
 reference model, token-mean loss, MoE router aux loss with the same coefficient).
 
 - rlkit: the real stack of `recipes/r1_zero.py` (benchmarks/_workload.py: RLKitGRPO.step):
-  Ray RolloutGroup (one HF-engine actor) -> Scorer + assign_advantages on the driver ->
+  Ray RolloutGroup (one engine actor: --engine hf, the transformers engine, or vllm) ->
+  Scorer + assign_advantages on the driver ->
   pack_rollouts -> LearnerGroup.train_step (one accelerate learner, micro-batches of
   --micro-batch sequences) -> sync_weights (object store) back to the rollout actor.
-- TRL: GRPOTrainer(use_vllm=False) on CPU with transformers `generate`; per_device_train_batch_size
+- TRL: GRPOTrainer(use_vllm=False) on CPU with transformers `generate` (with --trl-vllm:
+  use_vllm=True, vllm_mode="colocate", vLLM in TRL's process; if that cannot complete its first
+  step, the benchmark prints why and compares against use_vllm=False); per_device_train_batch_size
   = --micro-batch and gradient_accumulation_steps = B*G / micro-batch, so generation_batch_size
   = steps_per_generation * micro-batch = B*G: one generation of B*G completions per optimizer
   step and no old-logprob pass (on-policy). loss_type is TRL's default ("dapo": token mean over
@@ -28,6 +31,7 @@ A TRL step is the wall time from the end of the previous one (or of the rlkit ro
 Run:
     python benchmarks/grpo_step_vs_trl.py --model data/models/tiny-moe --data data/tiny_math/train.jsonl \
         --B 8 --G 8 --max-new-tokens 96 --rounds 5 --steps-per-round 2
+    python benchmarks/grpo_step_vs_trl.py ... --engine vllm --trl-vllm      # the vLLM row
 
 The last line printed is `speedup=X` = TRL median step time / rlkit median step time.
 """
@@ -65,13 +69,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--rewards", default="math_accuracy=1,think_format=1",
                     help="name=weight,...: one combined reward function, used by both sides")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rlkit's rollout engine")
+    ap.add_argument("--trl-vllm", action="store_true", help="TRL with use_vllm=True, vllm_mode='colocate'")
     args = ap.parse_args(argv)
     if (args.B * args.G) % args.micro_batch:
         ap.error(f"--micro-batch {args.micro_batch} must divide B*G = {args.B * args.G}")
     return args
 
 
-def build_trl(args, problems, reward_fn, on_step):
+def build_trl(args, problems, reward_fn, on_step, *, use_vllm: bool = False):
     """A GRPOTrainer doing the same per-step work; `on_step(step, seconds)` is called after each step."""
     import datasets
     import torch
@@ -87,7 +93,8 @@ def build_trl(args, problems, reward_fn, on_step):
     dataset = datasets.Dataset.from_list(rows)
     config = GRPOConfig(
         output_dir="/tmp/grpo_step_vs_trl",
-        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=False,
+        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, use_vllm=use_vllm,
+        vllm_mode="colocate",  # vLLM in the trainer's process, TRL's default memory share (0.3)
         per_device_train_batch_size=args.micro_batch, gradient_accumulation_steps=n // args.micro_batch,
         num_generations=args.G, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0,
         beta=0.0, num_iterations=1, epsilon=algo.clip_low, epsilon_high=algo.clip_high,
@@ -158,7 +165,8 @@ def main(argv=None) -> None:
           f"rewards={weights} rounds={args.rounds} steps_per_round={args.steps_per_round}", flush=True)
     t = time.perf_counter()
     rl = RLKitGRPO(args.model, problems, weights, B=args.B, G=args.G, max_new_tokens=args.max_new_tokens,
-                   lr=args.lr, micro_batch_size=args.micro_batch, threads=args.threads, seed=args.seed)
+                   lr=args.lr, micro_batch_size=args.micro_batch, threads=args.threads, seed=args.seed,
+                   engine=args.engine)
     warm, _ = rl.step()
     print(f"rlkit built + warm-up step in {time.perf_counter() - t:.1f}s (warm-up step {warm.total_s:.2f}s)",
           flush=True)
@@ -192,8 +200,20 @@ def main(argv=None) -> None:
         for key in list(metrics):  # logging is off, so nothing else would ever clear them
             metrics[key] = metrics[key][-1:]
 
-    trainer, gen = build_trl(args, problems, reward_fn, on_trl_step)
-    trainer.train()
+    trl_vllm_failure = ""
+    if args.trl_vllm:
+        trainer, gen = build_trl(args, problems, reward_fn, on_trl_step, use_vllm=True)
+        try:
+            trainer.train()
+        except Exception as e:  # noqa: BLE001 (reported, then the comparison runs without TRL's vLLM)
+            if trl_times or rl_times:
+                raise
+            trl_vllm_failure = _failure(e)
+            print(f"TRL use_vllm=True (colocate) failed in its first step: {trl_vllm_failure}", flush=True)
+            del trainer
+    if not args.trl_vllm or trl_vllm_failure:
+        trainer, gen = build_trl(args, problems, reward_fn, on_trl_step)
+        trainer.train()
     rl.close()
 
     def med(xs):
@@ -205,6 +225,10 @@ def main(argv=None) -> None:
 
     ray.shutdown()  # before the summary, so no actor log line lands after `speedup=`
     sys.stdout.flush()
+    trl_side = "use_vllm=True" if args.trl_vllm and not trl_vllm_failure else "use_vllm=False"
+    if trl_vllm_failure:
+        trl_side += f" (use_vllm=True failed: {trl_vllm_failure})"
+    print(f"engines: rlkit {args.engine}, trl {trl_side}")
     print(f"rlkit: median step {rl_med:.3f}s over {len(rl_times)} steps (generate {med([t.generate_s for t in rl_times]):.3f}s, "
           f"learn {med([t.learn_s for t in rl_times]):.3f}s, score {med([t.score_s for t in rl_times]):.4f}s, "
           f"sync {med([t.sync_s for t in rl_times]):.3f}s; {med([t.completion_tokens for t in rl_times]):.0f} "
@@ -217,6 +241,22 @@ def main(argv=None) -> None:
     print(f"per 1k completion tokens: rlkit {rl_per_k:.3f}s, trl {trl_per_k:.3f}s, ratio {trl_per_k / rl_per_k:.2f}")
     print(f"rlkit_median_s={rl_med:.3f} trl_median_s={trl_med:.3f}")
     print(f"speedup={trl_med / rl_med:.2f}")
+
+
+def _failure(e: BaseException) -> str:
+    """The error, the innermost frame in TRL and the one that raised (package/file:function), on one line."""
+    import traceback
+
+    frames = traceback.extract_tb(e.__traceback__)
+    in_trl = [f for f in frames if "/trl/" in f.filename]
+
+    def name(f):
+        parts = Path(f.filename).parts
+        package = next((p for p in ("trl", "vllm", "transformers", "torch") if p in parts), parts[-2])
+        return f"{package}/{Path(f.filename).name}:{f.name}"
+
+    path = ([name(in_trl[-1]), "..."] if in_trl else []) + [name(frames[-1])]
+    return f"{type(e).__name__}: {e} [{' -> '.join(path)}]"
 
 
 if __name__ == "__main__":
