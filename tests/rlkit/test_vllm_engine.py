@@ -302,7 +302,7 @@ def shipped(ray_local):
 
 def test_engine_logprobs_equal_the_learners_before_and_after_a_grpo_step_and_sync(shipped):
     """fp32, T = 0.7. If this fails after a vLLM upgrade, the in-place sync on CPU broke (see
-    rlkit/rollout/vllm.py `_refresh_cpu_kernels`, checked on vLLM CHECKED_VLLM_VERSION)."""
+    rlkit/rollout/vllm_sync.py `_refresh_cpu_kernels`, checked on vLLM CHECKED_VLLM_VERSION)."""
     import vllm
 
     tok = _tok(SHIPPED)
@@ -360,7 +360,12 @@ def test_weight_sync_leaves_no_stale_prefix_cache(shipped):
     shipped.generate(request, sampling)  # the prompt's block is in the prefix cache now
     assert _on_engine(shipped, cached_tokens, prompt) >= 128
     # control: the same reload without the reset serves the old weights' keys/values for the prompt
-    _on_engine(shipped, lambda eng, s: eng._reload_in_place(s), new_state)
+    def reload_without_reset(eng, state):
+        from rlkit.rollout.vllm_sync import reload_in_place
+
+        reload_in_place(eng.llm, eng._checkpoint_format, state, cpu=True)
+
+    _on_engine(shipped, reload_without_reset, new_state)
     stale = shipped.generate(request, sampling)
     assert _max_gap(model, stale, 1.0, 1.0) > 1e-2
     shipped.load_weights(ray.put(new_state), 5)

@@ -12,7 +12,7 @@ import pytest
 
 from rlkit.cli import load_recipe
 from rlkit.config import load
-from rlkit.rollout.vllm import check_settings
+from rlkit.rollout.vllm_settings import check_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = str(ROOT / "data/models/tiny-moe")
@@ -62,7 +62,8 @@ def test_missing_vllm_is_one_line_naming_the_extra_before_ray(tmp_path):
     (["rollout.tensor_parallel_size=2"], "rollout.tensor_parallel_size=2 needs GPUs"),
     (["rollout.device=cuda"], "rollout.device=cuda but no GPU is visible"),
     (["rollout.max_model_len=4096"], "rollout.max_model_len=4096 exceeds the model's context of 256"),
-    (["rollout.engine=hf", "rollout.memory_share=0.5"], "rollout.memory_share=0.5 is not an option of rollout.engine=hf"),
+    (["rollout.engine=hf", "rollout.memory_share=0.5"],
+     "rollout.memory_share=0.5 is not an option of rollout.engine=hf"),
 ])
 def test_bad_vllm_settings_stop_before_ray_with_one_message(tmp_path, extra, expected):
     import ray
