@@ -38,6 +38,7 @@ from rlkit.data import build_problems, load_rows
 from rlkit.evaluation import evaluate
 from rlkit.logging import MetricsLogger, write_report
 from rlkit.models import context_length, load_tokenizer
+from rlkit.moe import check_options as check_moe_options
 from rlkit.prompt_samplers import make_prompt_sampler
 from rlkit.rollout.engine import engine_setup
 from rlkit.rollout.partial import PartialRolloutBuffer, adjust_stale_tokens, stale_token_metrics
@@ -92,7 +93,9 @@ def main(cfg: Config) -> None:
     eval_sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens,
                                    temperature=cfg.rollout.eval_temperature, seed=cfg.seed)
 
-    engine = engine_setup(cfg.rollout, cfg.model, seed=cfg.seed)  # checked here, before any actor starts
+    # checked here, before any actor starts
+    engine = engine_setup(cfg.rollout, cfg.model, seed=cfg.seed, record_routes=cfg.algo.routing_replay)
+    check_moe_options(cfg.model.path, cfg.algo, trust_remote_code=cfg.model.trust_remote_code)
 
     init_ray(cfg.ray_address)
     rollouts = RolloutGroup(cfg.rollout.num_actors, engine.name, engine.kwargs, num_gpus=engine.num_gpus)

@@ -215,6 +215,7 @@ class RolloutConfig:
     eval_samples: int = 1  # k samples per held-out problem: eval/accuracy is avg@k
     repeat_ngram: int = 0  # stop a sample whose last repeat_window tokens repeat one n-gram (0 = off)
     repeat_window: int = 0
+    record_routes: bool = False  # MoE: record each token's experts (on with algo.routing_replay; gives moe/route_mismatch)
     dtype: str = ""  # the engine's weights: float32 | bfloat16 | float16 ("" = model.dtype)
     tensor_parallel_size: int = 1  # vllm: GPUs per engine (each rollout actor takes this many)
     memory_share: float = 0.0  # vllm: share of GPU memory (weights + KV; cuda) or RAM (KV; cpu), 0 = 0.5 / 0.04
@@ -274,6 +275,11 @@ class AlgoConfig:
     kl_kind: str = "k3"
     entropy_coef: float = 0.0
     router_aux_coef: float = 0.001  # MoE load-balancing loss coefficient (0 = off)
+    # MoE (rlkit.moe). The aux coefficient above is the Switch-style loss of softmax routers (Qwen3-MoE, Mixtral);
+    # routers with a routing bias (DeepSeek-V3) use the two below instead
+    seq_balance_coef: float = 0.0  # DeepSeek-V3 sequence-wise balance loss weight (V3: 0.0001; 0 = off)
+    bias_balance_speed: float = 0.0  # aux-loss-free balancing: bias step per optimizer step (V3: 0.001; 0 = off)
+    routing_replay: bool = False  # the learner routes every token to the experts the rollout engine used
     # reference for kl_coef > 0: 0 = the frozen initial policy; k = the policy as of every k-th step
     # (k1.5's mirror-descent term is kl_kind=k2 with kl_coef=tau against the latest iterate)
     ref_refresh_every: int = 0

@@ -21,7 +21,6 @@ to all of them and DDP sees one forward per backward.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -30,6 +29,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rlkit.algo import entropy_from_logits
 from rlkit.algo.logprobs import scaled_logits, target_logprobs
+from rlkit import moe
 from rlkit.models import experts_per_token
 from rlkit.registry import Registry
 
@@ -44,8 +44,9 @@ MAX_TREE_TOKENS = 8192  # longest packed prefix tree: its [S, S] attention mask 
 class ForwardOut:
     logp: Tensor  # [N, L-1] log-prob of token t+1 at position t
     entropy: Tensor | None = None  # [N, L-1] entropy of the tempered distribution (when asked)
-    aux_loss: Tensor | None = None  # scalar: the model's MoE load-balancing loss over the real tokens
+    aux_loss: Tensor | None = None  # scalar: the model's own (Switch-style) MoE balance loss, if it has one
     router_logits: tuple[Tensor, ...] | None = None  # per MoE layer [N*L, E], rows in full-forward order
+    experts: tuple[Tensor, ...] | None = None  # per MoE layer [N*L, K]: the experts each token was routed to
     packed_tokens: int | None = None  # tokens the forward ran (the tree's size, or N*L)
     path: str = ""  # the path that produced it
 
@@ -80,11 +81,6 @@ def token_logprobs(model, input_ids: Tensor, attention_mask: Tensor, temperature
 
 
 # ------------------------------------------------------------------------------------- paths
-def _aux_loss_fn(model):
-    """The model's own load-balancing loss function, or None if its module has none."""
-    return getattr(sys.modules.get(type(model).__module__), "load_balancing_loss_func", None)
-
-
 def _split(model):
     """(decoder, output projection), or None when the model does not expose them."""
     get_decoder = getattr(model, "get_decoder", None)
@@ -95,10 +91,13 @@ def _split(model):
     return decoder, head
 
 
-def _router_out(model, router_logits, attention_mask: Tensor, out: ForwardOut) -> ForwardOut:
-    out.router_logits = router_logits
-    out.aux_loss = _aux_loss_fn(model)(router_logits, router_logits[0].shape[-1], experts_per_token(model),
-                                       attention_mask)
+def _router_out(model, captured: moe.Captured, order, attention_mask: Tensor, out: ForwardOut) -> ForwardOut:
+    """Fill the router fields from what the routers recorded; `order(t)` maps a router's tokens (in the order this
+    path ran them) to full-forward row order [N*L, ...]."""
+    layers = [captured.layer(i) for i in range(len(captured))]
+    out.router_logits = tuple(order(logits) for logits, _ in layers)
+    out.experts = tuple(order(experts) for _, experts in layers)
+    out.aux_loss = moe.switch_aux_loss(model, out.router_logits, attention_mask, experts_per_token(model))
     return out
 
 
@@ -129,35 +128,32 @@ def head_logprobs(hidden: Tensor, head: nn.Module, targets: Tensor, temperature:
 @FORWARD_PATHS.register("full")
 def _full(policy: PolicyForward, input_ids, attention_mask, *, temperature, top_p, entropy, router):
     model = policy.model
-    kwargs = {"output_router_logits": True} if router else {}
-    out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    with moe.capture(model) as captured:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     logits = out.logits[:, :-1, :]  # [N, L-1, V]
     result = ForwardOut(logp=target_logprobs(logits, input_ids[:, 1:], temperature, top_p),
                         packed_tokens=input_ids.numel())
     if entropy:
         result.entropy = entropy_from_logits(scaled_logits(logits, temperature))
-    if router:
-        result.router_logits = getattr(out, "router_logits", None)
-        result.aux_loss = getattr(out, "aux_loss", None)
-    return result
+    return _router_out(model, captured, lambda t: t, attention_mask, result) if router else result
 
 
 @FORWARD_PATHS.register("plain")
 def _plain(policy: PolicyForward, input_ids, attention_mask, *, temperature, top_p, entropy, router):
     model = policy.model
     parts = _split(model)
-    if parts is None or (router and _aux_loss_fn(model) is None):
+    if parts is None:
         return None
     decoder, head = parts
-    kwargs = {"output_router_logits": True} if router else {}
-    out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **kwargs)
+    with moe.capture(model) as captured:
+        out = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
     n, length = input_ids.shape
     hidden = out.last_hidden_state[:, :-1].reshape(n * (length - 1), -1)  # [N*(L-1), H]
     logp, ent = head_logprobs(hidden, head, input_ids[:, 1:].reshape(-1), temperature, top_p, entropy=entropy,
                               chunk_tokens=policy.chunk_tokens)
     result = ForwardOut(logp=logp.view(n, length - 1), entropy=None if ent is None else ent.view(n, length - 1),
                         packed_tokens=input_ids.numel())
-    return _router_out(model, out.router_logits, attention_mask, result) if router else result
+    return _router_out(model, captured, lambda t: t, attention_mask, result) if router else result
 
 
 def shared_prefix_len(input_ids: Tensor, attention_mask: Tensor) -> int:
@@ -177,17 +173,16 @@ def _shared_prefix(policy: PolicyForward, input_ids, attention_mask, *, temperat
     model = policy.model
     p = shared_prefix_len(input_ids, attention_mask)
     parts = _split(model)
-    if p < MIN_SHARED_PREFIX or parts is None or (router and _aux_loss_fn(model) is None):
+    if p < MIN_SHARED_PREFIX or parts is None:
         return None
     decoder, head = parts
     n, length = input_ids.shape
-    kwargs = {"output_router_logits": True} if router else {}
-    pre = decoder(input_ids=input_ids[:1, :p], use_cache=True, **kwargs)
-    cache = pre.past_key_values
-    cache.batch_repeat_interleave(n)  # differentiable: every row's gradient flows back into the one prefix pass
-    positions = torch.arange(p, length, device=input_ids.device).unsqueeze(0).expand(n, -1)  # [N, L-P]
-    suf = decoder(input_ids=input_ids[:, p:], position_ids=positions, past_key_values=cache, use_cache=True,
-                  **kwargs)
+    with moe.capture(model) as captured:
+        pre = decoder(input_ids=input_ids[:1, :p], use_cache=True)
+        cache = pre.past_key_values
+        cache.batch_repeat_interleave(n)  # differentiable: every row's gradient flows back into the one prefix pass
+        positions = torch.arange(p, length, device=input_ids.device).unsqueeze(0).expand(n, -1)  # [N, L-P]
+        suf = decoder(input_ids=input_ids[:, p:], position_ids=positions, past_key_values=cache, use_cache=True)
     # the prefix's hidden states once, the rows' own after it: [P-1 + N*(L-P), H] and their targets
     pre_hidden = pre.last_hidden_state[0, : p - 1]  # [P-1, H]: predicts prefix tokens 1..P-1, same in every row
     suf_hidden = torch.cat([pre.last_hidden_state[:, p - 1 :].expand(n, -1, -1), suf.last_hidden_state[:, :-1]],
@@ -202,10 +197,11 @@ def _shared_prefix(policy: PolicyForward, input_ids, attention_mask, *, temperat
     result = ForwardOut(logp=rows(logp), entropy=None if ent is None else rows(ent),
                         packed_tokens=p + n * (length - p))
     if router:
-        router_logits = tuple(  # per layer [N*L, E], rows in the order a full forward would give them
-            torch.cat([a.reshape(1, p, -1).expand(n, -1, -1), b.reshape(n, length - p, -1)], dim=1).flatten(0, 1)
-            for a, b in zip(pre.router_logits, suf.router_logits))
-        _router_out(model, router_logits, attention_mask, result)
+        def order(t: Tensor) -> Tensor:  # the prefix call's P rows, then the suffix call's N*(L-P) rows
+            a, b = t[:p], t[p:]
+            return torch.cat([a.reshape(1, p, -1).expand(n, -1, -1), b.reshape(n, length - p, -1)], dim=1).flatten(0, 1)
+
+        _router_out(model, captured, order, attention_mask, result)
     return result
 
 
@@ -252,7 +248,7 @@ def _tree(policy: PolicyForward, input_ids, attention_mask, *, temperature, top_
     would cost more than the padded batch's is declined."""
     model = policy.model
     parts = _split(model)
-    if parts is None or (router and _aux_loss_fn(model) is None):
+    if parts is None:
         return None
     tree = prefix_tree(input_ids, attention_mask)
     if tree is None:
@@ -263,10 +259,9 @@ def _tree(policy: PolicyForward, input_ids, attention_mask, *, temperature, top_
     if size > MAX_TREE_TOKENS or size * size > n * length * length:
         return None
     decoder, head = parts
-    kwargs = {"output_router_logits": True} if router else {}
-    # the decoder alone: the causal LM would compute its own aux loss against this 4-D mask
-    out = decoder(input_ids=tokens.unsqueeze(0), position_ids=depth.unsqueeze(0),
-                  attention_mask=mask.view(1, 1, size, size), use_cache=False, **kwargs)
+    with moe.capture(model) as captured:
+        out = decoder(input_ids=tokens.unsqueeze(0), position_ids=depth.unsqueeze(0),
+                      attention_mask=mask.view(1, 1, size, size), use_cache=False)
     # the node at position t predicts token t+1; rows that share both score that pair once
     src, tgt = node[:, :-1].reshape(-1), input_ids[:, 1:].reshape(-1)  # [N*(L-1)]
     pairs, where = torch.unique(torch.stack([src, tgt]), dim=1, return_inverse=True)  # [2, U], [N*(L-1)]
@@ -276,6 +271,5 @@ def _tree(policy: PolicyForward, input_ids, attention_mask, *, temperature, top_
                         entropy=None if ent is None else ent[where].view(n, length - 1), packed_tokens=size)
     if router:
         flat = node.reshape(-1)
-        router_logits = tuple(r.reshape(size, -1)[flat] for r in out.router_logits)  # per layer [N*L, E]
-        _router_out(model, router_logits, attention_mask, result)
+        _router_out(model, captured, lambda t: t.reshape(size, -1)[flat], attention_mask, result)  # [S] -> [N*L]
     return result

@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rlkit import moe
 from rlkit.algo import kl_penalty, policy_loss
 from rlkit.config import AlgoConfig, LearnerConfig
 from rlkit.forward import ForwardOut, PolicyForward, token_logprobs  # noqa: F401  (token_logprobs: the reference, re-exported)
 from rlkit.metrics import merge_metrics
-from rlkit.models import disable_dropout, expert_load_metrics, experts_per_token, load_model, num_experts, resolve_dtype
+from rlkit.models import disable_dropout, experts_per_token, load_model, num_experts, resolve_dtype
 from rlkit.types import TrainBatch
 
 FAST_PATHS = ("tree", "shared_prefix", "plain")  # tried in this order; "full" is the reference and the fallback
@@ -57,7 +58,12 @@ class Learner:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.is_moe = num_experts(model) > 0
-        self.top_k = experts_per_token(model)
+        self.top_k, self.num_experts = experts_per_token(model), num_experts(model)
+        routers = moe.instrument(model)
+        self.sigmoid_routers = bool(routers) and all(moe.is_sigmoid_router(r) for r in routers)
+        self.balancer = moe.BiasBalancer(model, algo.bias_balance_speed) if algo.bias_balance_speed > 0 else None
+        if algo.routing_replay and not routers:
+            raise ValueError("algo.routing_replay needs an MoE policy; this model has no routers")
         # An MoE whose experts are modules of their own (remote-code DeepSeek/Kimi models): a rank whose
         # tokens never reach some expert leaves its parameters without a gradient, and DDP must look for
         # them, or its next step fails. (Experts fused into one tensor, as transformers 5 holds them,
@@ -113,6 +119,9 @@ class Learner:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
+        moe.set_replay(self.policy, None)
+        if self.balancer is not None:
+            self.balancer.update((lambda t: self.accelerator.reduce(t, reduction="sum")) if world > 1 else None)
         if self.reference is not None and self.algo.ref_refresh_every > 0 and self.step % self.algo.ref_refresh_every == 0:
             self.reference.model.load_state_dict(self.policy.state_dict())
         out = merge_metrics(parts)
@@ -143,6 +152,8 @@ class Learner:
         return self.model(b.input_ids, b.attention_mask, paths=tuple(allowed), entropy=entropy, **kwargs)
 
     def _fast_paths(self) -> tuple[str, ...]:
+        if self.algo.routing_replay:  # replayed routes are per row: no path that shares tokens between rows
+            return ("plain",) if self.cfg.forward in ("auto", "plain") else ()
         if self.cfg.forward != "auto":
             return () if self.cfg.forward == "full" else (self.cfg.forward,)
         if self.cfg.gradient_checkpointing:  # no key/value cache under activation checkpointing
@@ -151,6 +162,11 @@ class Learner:
 
     def _micro_step(self, b: TrainBatch, total_tokens: float, total_seqs: int, share: float):
         algo = self.algo
+        if algo.routing_replay:
+            if b.routes is None:
+                raise ValueError("algo.routing_replay: the batch carries no routes (the rollout engine must record them)")
+            moe.set_replay(self.policy, b.routes.flatten(0, 1))  # [n*l, layers, K], the decoder's token order
+            moe.replay_mismatch(self.policy)  # start counting at this forward
         out = self.forward(b, entropy=algo.entropy_coef > 0 or self.cfg.log_entropy)
         logp = out.logp  # [n, l-1]
         loss, pl_metrics = policy_loss(
@@ -181,13 +197,24 @@ class Learner:
             kl = kl_penalty(logp, ref_logp, kind=algo.kl_kind)  # [n, l-1]
             loss = loss + algo.kl_coef * (kl * mask).sum() / total_tokens
             metrics["actor/kl"] = float((kl.detach() * mask).sum() / max(tokens, 1.0))
-        if self.is_moe:
-            if out.aux_loss is not None and algo.router_aux_coef > 0:
-                loss = loss + algo.router_aux_coef * out.aux_loss * share
+        if out.experts is not None:
+            loads = moe.expert_loads(out.experts, b.attention_mask, self.num_experts)  # [layers, E]
+            metrics.update(moe.load_metrics(loads))
+            if self.balancer is not None:
+                self.balancer.add(loads)
             if out.aux_loss is not None:
                 metrics["moe/aux_loss"] = float(out.aux_loss.detach())
-            if out.router_logits is not None:
-                metrics.update(expert_load_metrics(out.router_logits, b.attention_mask, self.top_k))
+                if algo.router_aux_coef > 0:
+                    loss = loss + algo.router_aux_coef * out.aux_loss * share
+            if self.sigmoid_routers and algo.seq_balance_coef > 0:
+                seq_loss = moe.sequence_balance_loss(out.router_logits, out.experts, b.attention_mask, self.top_k)
+                loss = loss + algo.seq_balance_coef * seq_loss * share
+                metrics["moe/seq_balance_loss"] = float(seq_loss.detach())
+            if b.routes is not None:  # how often training routes a token differently from the rollout
+                differ = (moe.replay_mismatch(self.policy) if algo.routing_replay
+                          else moe.route_mismatch(out.experts, b.routes, b.attention_mask))
+                if differ is not None:
+                    metrics["moe/route_mismatch"] = differ
         return loss, metrics, tokens
 
     @torch.no_grad()
@@ -253,7 +280,7 @@ def _to(b: TrainBatch, device) -> TrainBatch:
         return None if t is None else t.to(device)
 
     return TrainBatch(mv(b.input_ids), mv(b.attention_mask), mv(b.loss_mask), mv(b.old_logp), mv(b.advantages),
-                      token_weights=mv(b.token_weights), versions=mv(b.versions))
+                      token_weights=mv(b.token_weights), versions=mv(b.versions), routes=b.routes)
 
 
 def set_rank_env(rank: int, world_size: int, master_addr: str, master_port: int) -> None:

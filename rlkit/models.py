@@ -84,30 +84,6 @@ def experts_per_token(model) -> int:
     return int(getattr(model.config, "num_experts_per_tok", 0) or 0)
 
 
-def expert_load_metrics(router_logits, attention_mask: torch.Tensor, top_k: int) -> dict[str, float]:
-    """How evenly the routed tokens spread over experts, averaged over layers.
-
-    router_logits: tuple over layers of [B*L, E]; attention_mask: [B, L].
-    `moe/load_max` is the busiest expert's share divided by the uniform share 1/E (1.0 = perfect
-    balance, E = every token to one expert); `moe/load_cv` the coefficient of variation of loads.
-    """
-    valid = attention_mask.reshape(-1).bool()  # [B*L]
-    maxes, cvs = [], []
-    for layer_logits in router_logits:
-        if layer_logits is None:
-            continue
-        logits = layer_logits.detach().float()[valid]  # [n, E]
-        experts = logits.shape[-1]
-        chosen = logits.topk(top_k, dim=-1).indices.reshape(-1)  # [n*k]
-        load = torch.bincount(chosen, minlength=experts).float()  # [E]
-        share = load / load.sum().clamp(min=1)
-        maxes.append(float(share.max() * experts))
-        cvs.append(float(load.std(unbiased=False) / load.mean().clamp(min=1e-9)))
-    if not maxes:
-        return {}
-    return {"moe/load_max": sum(maxes) / len(maxes), "moe/load_cv": sum(cvs) / len(cvs)}
-
-
 def tiny_moe_config(vocab_size: int, **overrides):
     """A few-million-parameter Qwen3-MoE config: the shape of the embedded tiny base."""
     from transformers import Qwen3MoeConfig
@@ -122,15 +98,16 @@ def tiny_moe_config(vocab_size: int, **overrides):
     return Qwen3MoeConfig(**shape)
 
 
-def save_random_tiny_model(path, words, *, seed: int = 0, split_digits: bool = True, **shape) -> str:
-    """A randomly initialised tiny Qwen3-MoE and a word-level tokenizer over `words`, saved in HF format.
+def save_random_tiny_model(path, words, *, seed: int = 0, split_digits: bool = True, config=None, **shape) -> str:
+    """A randomly initialised tiny model and a word-level tokenizer over `words`, saved in HF format.
 
     For tests and benchmarks (built in about a second). `words` must hold "<pad>", "<eos>" and
-    "<unk>"; text splits on whitespace (and into single digits with `split_digits`). `shape`
-    overrides `tiny_moe_config` (vocab_size defaults to len(words)).
+    "<unk>"; text splits on whitespace (and into single digits with `split_digits`). The model is
+    a Qwen3-MoE whose `tiny_moe_config` `shape` overrides (vocab_size defaults to len(words)), or
+    any architecture given as a transformers `config`.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast, Qwen3MoeForCausalLM
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     vocab = {w: i for i, w in enumerate(words)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -141,7 +118,9 @@ def save_random_tiny_model(path, words, *, seed: int = 0, split_digits: bool = T
     core.decoder = decoders.WordPiece(prefix="##")
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
     torch.manual_seed(seed)
-    model = Qwen3MoeForCausalLM(tiny_moe_config(shape.pop("vocab_size", len(vocab)), **shape))
+    if config is None:
+        config = tiny_moe_config(shape.pop("vocab_size", len(vocab)), **shape)
+    model = AutoModelForCausalLM.from_config(config)
     model.generation_config.eos_token_id = tok.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)

@@ -48,6 +48,9 @@ class Rollout:
     meta: dict[str, Any] = field(default_factory=dict)
     reward: float = 0.0
     advantage: float = 0.0
+    # [P+C-1, layers, K] int16: the experts each MoE layer routed every input position to (the last token is
+    # never an input); set by engines asked to record routes (routing replay), else None
+    routes: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -71,6 +74,7 @@ class TrainBatch:
     # no reference log-probs: with KL on, the learner keeps the reference and scores each micro-batch itself
     token_weights: torch.Tensor | None = None  # [N, L-1] importance weights for stale tokens
     versions: torch.Tensor | None = None  # [N, L-1] long, policy version of each completion token
+    routes: torch.Tensor | None = None  # [N, L, layers, K] int16 rollout routing of each input position (-1: none)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -87,6 +91,7 @@ class TrainBatch:
             advantages=self.advantages[index],
             token_weights=pick(self.token_weights),
             versions=pick(self.versions),
+            routes=pick(self.routes),
         )
 
     def trim(self) -> "TrainBatch":
@@ -106,6 +111,7 @@ class TrainBatch:
             advantages=self.advantages,
             token_weights=tok(self.token_weights),
             versions=tok(self.versions),
+            routes=None if self.routes is None else self.routes[:, cut],
         )
 
 
@@ -130,4 +136,10 @@ def pack_rollouts(rollouts: list[Rollout], pad_id: int) -> TrainBatch:
             old_logp[i, p - 1 : p - 1 + c] = torch.tensor(r.logprobs, dtype=torch.float32)
             versions[i, p - 1 : p - 1 + c] = torch.tensor(r.versions, dtype=torch.long)
     advantages = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)  # [N]
-    return TrainBatch(input_ids, attention_mask, loss_mask, old_logp, advantages, versions=versions)
+    routes = None
+    if all(r.routes is not None for r in rollouts):
+        shape = rollouts[0].routes.shape[1:]  # [layers, K]
+        routes = torch.full((n, width, *shape), -1, dtype=torch.int16)  # [N, L, layers, K]
+        for i, r in enumerate(rollouts):
+            routes[i, : r.routes.shape[0]] = r.routes
+    return TrainBatch(input_ids, attention_mask, loss_mask, old_logp, advantages, versions=versions, routes=routes)

@@ -18,7 +18,7 @@ any actor starts.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol
 
 from rlkit.config import ModelConfig, RolloutConfig
@@ -63,7 +63,8 @@ def make_engine(name: str, **kwargs: Any) -> RolloutEngine:
 # ----------------------------------------------------------------------------- config -> engine
 # rollout.<field> (or another section's value) -> the engine constructor argument it becomes; an
 # engine takes the ones its __init__ names
-_OPTION_FIELDS = ("device", "repeat_ngram", "repeat_window", "tensor_parallel_size", "memory_share", "max_model_len")
+_OPTION_FIELDS = ("device", "repeat_ngram", "repeat_window", "tensor_parallel_size", "memory_share", "max_model_len",
+                  "record_routes")
 
 
 @dataclass
@@ -73,11 +74,14 @@ class EngineSetup:
     num_gpus: float  # per rollout actor
 
 
-def engine_setup(rollout: RolloutConfig, model: ModelConfig, *, seed: int, gpus_visible: int | None = None
-                 ) -> EngineSetup:
+def engine_setup(rollout: RolloutConfig, model: ModelConfig, *, seed: int, gpus_visible: int | None = None,
+                 record_routes: bool = False) -> EngineSetup:
     """The engine's constructor arguments from the config, checked here (on the driver, before Ray
     starts) as far as they can be without starting an engine. A non-default `rollout` option that the
-    chosen engine does not take is an error naming it, not silently ignored."""
+    chosen engine does not take is an error naming it, not silently ignored. `record_routes` asks for
+    the MoE routes of every token (routing replay) whatever `rollout.record_routes` says."""
+    if record_routes and not rollout.record_routes:
+        rollout = replace(rollout, record_routes=True)
     cls = engine_class(rollout.engine)
     takes = set(inspect.signature(cls.__init__).parameters)
     defaults = {f.name: f.default for f in fields(RolloutConfig)}
