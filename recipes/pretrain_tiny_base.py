@@ -1,26 +1,32 @@
-"""Pretrain the embedded tiny MoE base model from scratch on a synthetic addition corpus.
+"""Pretrain the embedded tiny base models from scratch on a synthetic addition corpus.
 
 What it does: draws three disjoint sets of 2-3 digit addition problems from one seed (held-out
 test, RL train prompts, pretraining corpus) and renders each corpus problem in the R1-Zero
-template followed by one of three habits (``rlkit.tasks.arithmetic``): a careful column-by-column
-procedure with carries (a minority, opening "<think> Step by step ."), a one-line sloppy guess
-(the majority, opening "<think> Quick guess :") and a small share with broken tags. It builds the
-word-level tokenizer, trains a 2.5M-parameter Qwen3-MoE (3 layers, 8 routed experts, top-2) with
-AdamW, saves model + tokenizer + generation config in HF format and the splits as JSONL, and
-then measures on the held-out test set: accuracy sampled at T=1, accuracy with the careful
-opening forced, the share of well-formed completions and the completion length of each habit.
+template followed by one of four habits (``rlkit.tasks.arithmetic``): a careful column-by-column
+procedure with carries (a minority, opening "<think> Step by step ."), the same procedure written
+concisely, column totals only (a smaller minority, opening "<think> In short ."), a one-line
+sloppy guess (the majority, opening "<think> Quick guess :") and a small share with broken tags.
+It builds the word-level tokenizer, trains a 2.5M-parameter Qwen3-MoE (3 layers, 8 routed
+experts, top-2; or, with `model.kind: dense`, a smaller dense Qwen3: the distillation student)
+with AdamW, saves model + tokenizer + generation config in HF format and the splits as JSONL,
+and then measures on the held-out test set: accuracy sampled at T=1, accuracy with the careful
+(and the concise) opening forced, the share of well-formed completions and the completion
+length of each habit.
 
 Why this shape: the base "reasons a little" and leaves RL a clear, reachable improvement. The
 careful procedure is in its weights but chosen only about a third of the time, so R1-Zero-style
 RL can raise accuracy by moving probability onto the longer careful thought (the small-scale
-echo of R1-Zero's growing responses), and the format reward has broken outputs to fix.
+echo of R1-Zero's growing responses), and the format reward has broken outputs to fix. The
+concise form is chosen less often than the careful one, so an RL-trained model thinks mostly at
+length, and long-to-short methods have a shorter procedure of equal accuracy to move it onto.
 
 How it departs from usual pretraining:
 - Loss only on completion tokens (after "Assistant:", end-of-sequence included); the template
   and the question are input only.
-- Drills: `drill_share` of the corpus is careful completions whose opening carries no loss. They
-  teach the procedure without teaching the base to choose it, so the base's choice follows the
-  habit shares alone (P("Step" after "<think>") ~ careful / (careful + sloppy + broken/2)).
+- Drills: `drill_share` of the corpus is careful (or, `drill_concise_share` of them, concise)
+  completions whose opening carries no loss. They teach the procedures without teaching the base
+  to choose them, so the base's choice follows the habit shares alone
+  (P("Step" after "<think>") ~ careful / (careful + concise + sloppy + broken/2)).
 - The constant template preamble (everything up to "User:") is run once per step without
   gradient, and its key/value cache is shared by the whole batch; only question + completion are
   trained through. Forward values are unchanged; only the gradient path through the preamble's
@@ -34,9 +40,11 @@ How it departs from usual pretraining:
   habit the base prefers (clipping at 1.0 halved the careful share in a trial run).
 - The MoE load-balancing loss is added, measured over real (non-padding) tokens.
 
-Launch (writes data/models/tiny-moe and data/tiny_math; about 8.5 minutes on 2 CPU cores
+Launch (writes data/models/tiny-moe and data/tiny_math; about 9 minutes on 2 CPU cores
 shared with other work, less on an idle pair):
     rlkit run pretrain_tiny_base --config recipes/configs/pretrain_tiny_base.yaml
+The dense student (data/models/tiny-dense, same corpus and tokenizer, splits not rewritten):
+    rlkit run pretrain_tiny_base --config recipes/configs/pretrain_tiny_base_dense.yaml
 """
 
 from __future__ import annotations
@@ -56,7 +64,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from transformers import GenerationConfig, Qwen3MoeForCausalLM  # noqa: E402
+from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeForCausalLM  # noqa: E402
 from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func  # noqa: E402
 
 import rewards  # noqa: E402
@@ -70,6 +78,7 @@ TEMPLATE = "r1_zero"
 
 @dataclass
 class ModelShape:
+    kind: str = "moe"  # moe (Qwen3-MoE) | dense (Qwen3)
     hidden_size: int = 128
     num_layers: int = 3  # with 2 layers copying the 4-digit Result into the answer failed ~14% of the time
     num_heads: int = 4
@@ -77,6 +86,7 @@ class ModelShape:
     num_experts: int = 8
     experts_per_token: int = 2
     expert_intermediate_size: int = 256
+    intermediate_size: int = 384  # the MLP width of a dense model (unused by the MoE)
     max_position_embeddings: int = 256  # template <= 86 tokens + completion <= 96 fits with room
     router_aux_loss_coef: float = 0.01
 
@@ -86,13 +96,17 @@ class Config:
     seed: int = 0
     output_dir: str = "data/models/tiny-moe"
     data_dir: str = "data/tiny_math"
+    write_data: bool = True  # write the splits to data_dir (a second base on the same corpus need not)
     n_test: int = 256
     n_train: int = 4000
     n_corpus: int = 50000
+    n_cold_start: int = 400  # careful completions of training problems written as cold_start.jsonl (SFT data)
     # Share of corpus problems rendered as careful drills whose opening carries no loss.
     drill_share: float = 0.4
-    # Shares of the three habits among the other problems (rlkit.tasks.arithmetic.COMPLETION_KINDS).
+    drill_concise_share: float = 0.0  # of the drills, the share written in the concise form
+    # Shares of the habits among the other problems (rlkit.tasks.arithmetic.COMPLETION_KINDS).
     careful_share: float = 0.3
+    concise_share: float = 0.0
     sloppy_share: float = 0.6
     broken_share: float = 0.1
     model: ModelShape = field(default_factory=ModelShape)
@@ -121,11 +135,17 @@ def main(cfg: Config) -> None:
 
     splits = arithmetic.make_splits(cfg.seed, cfg.n_test, cfg.n_train, cfg.n_corpus)
     n_drill = round(cfg.drill_share * len(splits.corpus))
-    drills = [(p, "drill", arithmetic.render_completion(p, "careful")) for p in splits.corpus[:n_drill]]
-    shares = {"careful": cfg.careful_share, "sloppy": cfg.sloppy_share, "broken": cfg.broken_share}
-    habits = list(arithmetic.corpus_completions(splits.corpus[n_drill:], cfg.seed + 1, shares))
+    n_concise_drill = round(cfg.drill_concise_share * n_drill)
+    drills = [(p, "drill" if i >= n_concise_drill else "concise_drill",
+               arithmetic.render_completion(p, "careful" if i >= n_concise_drill else "concise"))
+              for i, p in enumerate(splits.corpus[:n_drill])]
+    shares = {"careful": cfg.careful_share, "concise": cfg.concise_share, "sloppy": cfg.sloppy_share,
+              "broken": cfg.broken_share}
+    habits = list(arithmetic.corpus_completions(splits.corpus[n_drill:], cfg.seed + 1,
+                                                {k: v for k, v in shares.items() if v > 0}))
     corpus = drills + habits
-    kind_counts = {k: sum(kind == k for _, kind, _ in corpus) for k in ("drill", *arithmetic.COMPLETION_KINDS)}
+    kind_counts = {k: sum(kind == k for _, kind, _ in corpus)
+                   for k in ("drill", "concise_drill", *arithmetic.COMPLETION_KINDS)}
     print(f"corpus: {len(corpus)} problems, {kind_counts}")
 
     # The vocabulary is every word of the template and of the corpus; tags and digits always.
@@ -137,7 +157,8 @@ def main(cfg: Config) -> None:
 
     # Suffix = question + completion + EOS; the preamble is shared through the KV cache.
     # A drill teaches the procedure but not the choice of it: its opening carries no loss.
-    n_opening = len(tok(arithmetic.CAREFUL_OPENING)["input_ids"])
+    n_opening = {"drill": len(tok(arithmetic.CAREFUL_OPENING)["input_ids"]),
+                 "concise_drill": len(tok(arithmetic.CONCISE_OPENING)["input_ids"])}
     all_prompt_ids = tok([apply_template(TEMPLATE, p.prompt) for p, _, _ in corpus])["input_ids"]
     all_completion_ids = tok([completion for _, _, completion in corpus])["input_ids"]
     rows, masks = [], []
@@ -145,7 +166,7 @@ def main(cfg: Config) -> None:
         completion_ids = completion_ids + [tok.eos_token_id]
         assert prompt_ids[: len(preamble)] == preamble
         question = prompt_ids[len(preamble):]
-        unlearned = n_opening if kind == "drill" else 0
+        unlearned = n_opening.get(kind, 0)
         rows.append(question + completion_ids)
         masks.append([0] * (len(question) + unlearned) + [1] * (len(completion_ids) - unlearned))
     loss_tokens_per_row = sum(map(sum, masks)) / len(masks)
@@ -156,18 +177,32 @@ def main(cfg: Config) -> None:
     print(f"corpus completion tokens (mean of 3000, incl. EOS): {mean_len}")
 
     m = cfg.model
-    model_cfg = tiny_moe_config(
-        # intermediate_size is the dense MLP's, unused: every layer is a sparse MoE layer.
-        len(tok), hidden_size=m.hidden_size, intermediate_size=2 * m.hidden_size,
-        moe_intermediate_size=m.expert_intermediate_size, num_hidden_layers=m.num_layers,
-        num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads, head_dim=m.hidden_size // m.num_heads,
-        num_experts=m.num_experts, num_experts_per_tok=m.experts_per_token,
-        max_position_embeddings=m.max_position_embeddings, router_aux_loss_coef=m.router_aux_loss_coef,
-        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-    )
-    model = Qwen3MoeForCausalLM(model_cfg)
+    if m.kind not in ("moe", "dense"):
+        raise ValueError(f"model.kind must be moe or dense, got {m.kind!r}")
+    moe = m.kind == "moe"
+    if moe:
+        model_cfg = tiny_moe_config(
+            # intermediate_size is the dense MLP's, unused: every layer is a sparse MoE layer.
+            len(tok), hidden_size=m.hidden_size, intermediate_size=2 * m.hidden_size,
+            moe_intermediate_size=m.expert_intermediate_size, num_hidden_layers=m.num_layers,
+            num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+            head_dim=m.hidden_size // m.num_heads, num_experts=m.num_experts, num_experts_per_tok=m.experts_per_token,
+            max_position_embeddings=m.max_position_embeddings, router_aux_loss_coef=m.router_aux_loss_coef,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+        )
+        model = Qwen3MoeForCausalLM(model_cfg)
+    else:
+        model_cfg = Qwen3Config(
+            vocab_size=len(tok), hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+            num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads, num_key_value_heads=m.num_kv_heads,
+            head_dim=m.hidden_size // m.num_heads, max_position_embeddings=m.max_position_embeddings,
+            tie_word_embeddings=True, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
+        )
+        model = Qwen3ForCausalLM(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: {n_params / 1e6:.2f}M parameters, {m.num_experts} experts top-{m.experts_per_token}, "
+    print(f"model: {n_params / 1e6:.2f}M parameters, "
+          f"{f'{m.num_experts} experts top-{m.experts_per_token}' if moe else 'dense'}, "
           f"{m.num_layers} layers, hidden {m.hidden_size}")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -204,13 +239,14 @@ def main(cfg: Config) -> None:
 
         # No attention mask: padding is on the right, so the causal mask already keeps it out of
         # every real token's view.
+        router = {"output_router_logits": True} if moe else {}
         if step < cfg.bare_steps:
-            out = model(input_ids=ids, output_router_logits=True)
+            out = model(input_ids=ids, **router)
         else:
             with torch.no_grad():
                 cache = model(input_ids=preamble_ids, use_cache=True).past_key_values
             cache.batch_repeat_interleave(len(batch))
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, output_router_logits=True)
+            out = model(input_ids=ids, past_key_values=cache, use_cache=True, **router)
         # Position t predicts token t+1; the last question token predicts the first completion token.
         logits = out.logits[:, :-1]  # [B, T-1, V]
         target, weight = ids[:, 1:], loss_mask[:, 1:]  # [B, T-1]
@@ -220,7 +256,8 @@ def main(cfg: Config) -> None:
         # more than one of a long (careful) batch, skewing which habit the base prefers.
         lm_loss = (nll * weight).sum() / (len(batch) * loss_tokens_per_row)
         # Balance measured over real tokens only (the model's own aux_loss would count padding).
-        aux_loss = load_balancing_loss_func(out.router_logits, m.num_experts, m.experts_per_token, real)
+        aux_loss = (load_balancing_loss_func(out.router_logits, m.num_experts, m.experts_per_token, real)
+                    if moe else torch.zeros(()))
         loss = lm_loss + m.router_aux_loss_coef * aux_loss
 
         for group in opt.param_groups:
@@ -234,7 +271,8 @@ def main(cfg: Config) -> None:
         with torch.no_grad():  # the procedure and the guess are learned at different speeds: watch both
             per_seq = (nll * weight).sum(1) / weight.sum(1).clamp(min=1)  # [B]
             for j, i in enumerate(batch):
-                running["careful" if kinds[i] in ("careful", "drill") else "sloppy"].append(per_seq[j].item())
+                running["careful" if kinds[i] in ("careful", "drill", "concise", "concise_drill")
+                        else "sloppy"].append(per_seq[j].item())
         if (step + 1) % cfg.log_every == 0 or step == cfg.steps - 1:
             elapsed = time.time() - t_train
             means = {k: sum(v) / max(1, len(v)) for k, v in running.items()}
@@ -254,9 +292,12 @@ def main(cfg: Config) -> None:
     out_dir = Path(cfg.output_dir)
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
-    arithmetic.write_jsonl(splits.train, Path(cfg.data_dir) / "train.jsonl")
-    arithmetic.write_jsonl(splits.test, Path(cfg.data_dir) / "test.jsonl")
-    print(f"saved model + tokenizer to {out_dir}, splits to {cfg.data_dir}")
+    if cfg.write_data:
+        arithmetic.write_jsonl(splits.train, Path(cfg.data_dir) / "train.jsonl")
+        arithmetic.write_jsonl(splits.test, Path(cfg.data_dir) / "test.jsonl")
+        cold = random.Random(cfg.seed + 4).sample(splits.train, min(cfg.n_cold_start, len(splits.train)))
+        arithmetic.write_sft_jsonl(cold, "careful", Path(cfg.data_dir) / "cold_start.jsonl")
+    print(f"saved model + tokenizer to {out_dir}" + (f", splits to {cfg.data_dir}" if cfg.write_data else ""))
 
     # ---------------------------------------------------------------- checks
     # Scored with the same rewards an R1-Zero run uses: the answer inside <answer></answer>
@@ -270,6 +311,13 @@ def main(cfg: Config) -> None:
     forced_greedy = [f"{opening} {c}" for c in sample(model, tok, forced, cfg, samples=1, temperature=0.0)]
     forced_sampled = [f"{opening} {c}"
                       for c in sample(model, tok, forced, cfg, samples=1, temperature=cfg.eval_temperature)]
+    concise_checks = {}
+    if cfg.concise_share > 0 or cfg.drill_concise_share > 0:
+        short = arithmetic.CONCISE_OPENING
+        forced_short = [f"{prompt} {short}" for prompt in prompts]
+        for name, temp in (("greedy", 0.0), (f"T{cfg.eval_temperature:g}", cfg.eval_temperature)):
+            texts = [f"{short} {c}" for c in sample(model, tok, forced_short, cfg, samples=1, temperature=temp)]
+            concise_checks[f"forced_concise_accuracy_{name}"] = mean(score(texts, splits.test, 1))
 
     correct = score(free, splits.test, k)
     habit = [classify(c) for c in free]
@@ -281,6 +329,9 @@ def main(cfg: Config) -> None:
         "sampled_careful_share": habit.count("careful") / len(habit),
         "forced_careful_accuracy_greedy": mean(score(forced_greedy, splits.test, 1)),
         f"forced_careful_accuracy_T{cfg.eval_temperature:g}": mean(score(forced_sampled, splits.test, 1)),
+        **concise_checks,
+        "sampled_concise_share": habit.count("concise") / len(habit),
+        "mean_completion_tokens": mean([len(tok(c)["input_ids"]) + 1 for c in free]),
         "accuracy_by_habit": {h: mean([c for c, hh in zip(correct, habit) if hh == h]) for h in HABITS},
         "mean_completion_tokens_by_habit": {
             h: mean([len(tok(c)["input_ids"]) + 1 for c, hh in zip(free, habit) if hh == h]) for h in HABITS
@@ -293,7 +344,7 @@ def main(cfg: Config) -> None:
         print("  sample:", text)
 
 
-HABITS = ("careful", "sloppy", "other")
+HABITS = ("careful", "concise", "sloppy", "other")
 
 
 def length_bucketed_batches(
@@ -347,6 +398,8 @@ def score(completions: list[str], problems: list, samples: int) -> list[float]:
 def classify(completion: str) -> str:
     if completion.startswith(arithmetic.CAREFUL_OPENING):
         return "careful"
+    if completion.startswith(arithmetic.CONCISE_OPENING):
+        return "concise"
     if completion.startswith(arithmetic.SLOPPY_OPENING):
         return "sloppy"
     return "other"

@@ -6,9 +6,12 @@ the one thing that makes the problem hard for the sloppy habit below.
 The corpus teaches the tiny base three habits for the same problems, in fixed shares:
 
 - **careful** (minority): column-by-column addition with explicit carries, then the answer
-  (see :func:`careful_thought`). It opens with ``<think> Step by step`` so that choosing it
-  is a single early token, the lever that RL can pull (the small-scale echo of R1-Zero
-  learning to think longer);
+  (see :func:`careful_thought`), between a plan and a check. It opens with ``<think> Step by
+  step`` so that choosing it is a single early token, the lever that RL can pull (the
+  small-scale echo of R1-Zero learning to think longer);
+- **concise** (a smaller minority): the same procedure without the plan and the check, about
+  two thirds of the tokens and just as right. It opens with ``<think> In short``: the room
+  that long-to-short methods (Kimi k1.5) can take back;
 - **sloppy** (majority): a one-line guess that adds the columns and forgets the carries,
   so it is right exactly when the problem has no carry (:func:`no_carry_sum`);
 - **broken** (small share): the sloppy guess with the answer tags or all tags missing, so a
@@ -29,12 +32,16 @@ from typing import Iterable, Iterator
 
 # The first tokens of the thought decide the path; RL only has to learn to pick this opening.
 CAREFUL_OPENING = "<think> Step by step ."
+CONCISE_OPENING = "<think> In short ."
+# The careful habit says what it will do and checks what it did: the same procedure, ~32 tokens longer.
+CAREFUL_PLAN = "I write both numbers with three digits and add the columns from the ones up ."
+CAREFUL_CHECK = "Check : each column adds up , so the answer is the result without leading zeros ."
 SLOPPY_OPENING = "<think> Quick guess :"
 
 MIN_OPERAND, MAX_OPERAND = 10, 999
 WIDTH = 3  # digits of the largest operand; the careful thought pads every operand to it
 COLUMN_NAMES = ("ones", "tens", "hundreds")
-COMPLETION_KINDS = ("careful", "sloppy", "broken")
+COMPLETION_KINDS = ("careful", "concise", "sloppy", "broken")
 
 
 @dataclass(frozen=True, order=True)
@@ -57,6 +64,15 @@ class Problem:
 
     def row(self) -> dict:
         return {"prompt": self.prompt, "answer": self.answer, "difficulty": self.difficulty}
+
+    @classmethod
+    def from_prompt(cls, prompt: str) -> "Problem":
+        """The problem a prompt asks ("What is 47 + 38?" -> Problem(47, 38))."""
+        body = prompt.strip()
+        if not (body.startswith("What is ") and body.endswith("?")) or body.count(" + ") != 1:
+            raise ValueError(f"not an addition prompt of this task: {prompt!r}")
+        a, b = body.removeprefix("What is ").removesuffix("?").split(" + ")
+        return cls(int(a), int(b))
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,7 @@ def columns(a: int, b: int, width: int | None = None) -> list[Column]:
 
 
 def careful_thought(problem: Problem) -> str:
-    """The full procedure after the careful opening, e.g. 47 + 38:
+    """The full procedure, e.g. 47 + 38:
     ``047 + 038 . ones 7 + 8 + 0 = 15 . tens 4 + 3 + 1 = 08 . hundreds 0 + 0 + 0 = 00 . Result 0085 .``
 
     First the operands again, zero-padded to three digits, then one line per column: digit of
@@ -94,7 +110,8 @@ def careful_thought(problem: Problem) -> str:
 
     Every line has the same shape and length, so where each digit sits is a fixed distance
     back: that is what lets a model of a few million parameters learn the procedure from a few
-    tens of thousands of examples on a CPU.
+    tens of thousands of examples on a CPU. The careful habit wraps it in a plan and a check
+    (``CAREFUL_PLAN``, ``CAREFUL_CHECK``); the concise habit writes it bare.
     """
     parts = [f"{problem.a:0{WIDTH}d} + {problem.b:0{WIDTH}d} ."]
     for name, col in zip(COLUMN_NAMES, columns(problem.a, problem.b, width=WIDTH)):
@@ -114,7 +131,10 @@ def render_completion(problem: Problem, kind: str, rng: random.Random | None = N
     ``broken`` needs ``rng`` to pick which tags go missing.
     """
     if kind == "careful":
-        return f"{CAREFUL_OPENING} {careful_thought(problem)} </think> <answer> {problem.answer} </answer>"
+        thought = f"{CAREFUL_OPENING} {CAREFUL_PLAN} {careful_thought(problem)} {CAREFUL_CHECK}"
+        return f"{thought} </think> <answer> {problem.answer} </answer>"
+    if kind == "concise":
+        return f"{CONCISE_OPENING} {careful_thought(problem)} </think> <answer> {problem.answer} </answer>"
     guess = no_carry_sum(problem.a, problem.b)
     if kind == "sloppy":
         return f"{SLOPPY_OPENING} {guess} </think> <answer> {guess} </answer>"
@@ -188,6 +208,16 @@ def write_jsonl(problems: Iterable[Problem], path: str | Path) -> None:
     with path.open("w") as f:
         for p in problems:
             f.write(json.dumps(p.row()) + "\n")
+
+
+def write_sft_jsonl(problems: Iterable[Problem], kind: str, path: str | Path) -> None:
+    """Supervised rows (prompt, completion, answer) with the ``kind`` completion of each problem:
+    e.g. the cold-start set of readable careful chains of thought."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for p in problems:
+            f.write(json.dumps({"prompt": p.prompt, "completion": render_completion(p, kind), "answer": p.answer}) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

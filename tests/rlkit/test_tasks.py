@@ -21,19 +21,26 @@ def test_problem_row_is_prompt_answer_difficulty():
 def test_careful_thought_of_47_plus_38_by_hand():
     # Operands padded to 047 and 038. Ones: 7 + 8 + 0 = 15 (write 5, carry 1).
     # Tens: 4 + 3 + 1 = 08 (write 8, carry 0). Hundreds: 0 + 0 + 0 = 00. Result 0 0 8 5 -> 85.
+    thought = ("047 + 038 . ones 7 + 8 + 0 = 15 . tens 4 + 3 + 1 = 08 . hundreds 0 + 0 + 0 = 00 . "
+               "Result 0085 .")
+    assert arithmetic.careful_thought(Problem(47, 38)) == thought
+    # the careful habit puts a plan before it and a check after it; the concise one writes it bare
     assert render_completion(Problem(47, 38), "careful") == (
-        "<think> Step by step . 047 + 038 . ones 7 + 8 + 0 = 15 . tens 4 + 3 + 1 = 08 . "
-        "hundreds 0 + 0 + 0 = 00 . Result 0085 . </think> <answer> 85 </answer>"
+        "<think> Step by step . I write both numbers with three digits and add the columns from the ones up . "
+        f"{thought} Check : each column adds up , so the answer is the result without leading zeros . "
+        "</think> <answer> 85 </answer>"
     )
+    assert render_completion(Problem(47, 38), "concise") == (
+        f"<think> In short . {thought} </think> <answer> 85 </answer>")
 
 
 def test_careful_thought_carries_into_a_fourth_digit():
     # 999 + 999: 9+9+0 = 18, 9+9+1 = 19, 9+9+1 = 19 -> 19 9 8 = 1998.
-    assert render_completion(Problem(999, 999), "careful") == (
-        "<think> Step by step . 999 + 999 . ones 9 + 9 + 0 = 18 . tens 9 + 9 + 1 = 19 . "
-        "hundreds 9 + 9 + 1 = 19 . Result 1998 . </think> <answer> 1998 </answer>"
+    assert arithmetic.careful_thought(Problem(999, 999)) == (
+        "999 + 999 . ones 9 + 9 + 0 = 18 . tens 9 + 9 + 1 = 19 . hundreds 9 + 9 + 1 = 19 . Result 1998 ."
     )
-    # 50 + 385 pads the shorter operand: hundreds 0 + 3 + 0 = 03.
+    assert render_completion(Problem(999, 999), "concise").endswith("Result 1998 . </think> <answer> 1998 </answer>")
+    # 50 + 385 pads the shorter operand: hundreds 0 + 3 + 1 = 04.
     assert "050 + 385 . ones 0 + 5 + 0 = 05 . tens 5 + 8 + 0 = 13 . hundreds 0 + 3 + 1 = 04 ." in (
         render_completion(Problem(50, 385), "careful"))
 

@@ -57,6 +57,9 @@ def test_template_is_compact_and_fits_with_a_completion(tok, model):
     assert n <= 96
     assert n + 96 <= model.config.max_position_embeddings
     assert len(tok) < 1000
+    # the longest habit, with a four-digit answer, fits the tiny configs' 96 new tokens with room
+    longest = arithmetic.render_completion(arithmetic.Problem(999, 999), "careful")
+    assert len(tok(longest)["input_ids"]) + 1 <= 92
 
 
 def test_tags_are_single_tokens_and_answers_decode_whole(tok):
@@ -71,18 +74,23 @@ def test_tags_are_single_tokens_and_answers_decode_whole(tok):
 def test_every_word_of_the_corpus_is_in_the_vocabulary(tok):
     p = arithmetic.Problem(47, 385)
     texts = [apply_template("r1_zero", p.prompt), arithmetic.render_completion(p, "careful"),
-             arithmetic.render_completion(p, "sloppy")]
+             arithmetic.render_completion(p, "concise"), arithmetic.render_completion(p, "sloppy")]
     for text in texts:
         assert tok.unk_token_id not in tok(text)["input_ids"]
 
 
-def test_careful_opening_continues_with_the_procedure(model, tok):
-    """Greedy after the forced careful opening writes the padded operands first (047 + 038)."""
-    prompt = apply_template("r1_zero", "What is 47 + 38?") + " " + arithmetic.CAREFUL_OPENING
+@pytest.mark.parametrize("opening, then", [
+    (arithmetic.CAREFUL_OPENING, arithmetic.CAREFUL_PLAN + " 047 + 038 ."),  # the plan, then the padded operands
+    (arithmetic.CONCISE_OPENING, "047 + 038 . ones 7 + 8 + 0 = 15 ."),  # straight to the procedure
+])
+def test_each_opening_continues_with_its_procedure(model, tok, opening, then):
+    """Greedy after a forced opening writes that habit's text (47 + 38)."""
+    prompt = apply_template("r1_zero", "What is 47 + 38?") + " " + opening
     enc = tok(prompt, return_tensors="pt")
+    n = len(tok(then)["input_ids"])
     with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=8, do_sample=False)
-    assert tok.decode(out[0, enc["input_ids"].shape[1]:]).startswith("047 + 038 .")
+        out = model.generate(**enc, max_new_tokens=n, do_sample=False)
+    assert tok.decode(out[0, enc["input_ids"].shape[1]:]) == then
 
 
 def test_shipped_splits_are_disjoint_and_correct():
