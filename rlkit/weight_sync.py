@@ -4,6 +4,10 @@ The object-store path (the default, and the one that runs on CPU): rank 0 of the
 a CPU state dict into Ray's object store once and every rollout actor reads it from there
 (zero-copy for actors on the same node). The version number is stamped on every token the
 engines sample afterwards, which is what partial rollouts use to tell stale tokens.
+
+What an engine does with the state dict is its own `load_weights`: the transformers engine loads
+it into its model; the vLLM engine converts it to checkpoint format and reloads it into the
+running engine in place, then drops its prefix cache (`rlkit.rollout.vllm_sync`).
 """
 
 from __future__ import annotations
