@@ -76,6 +76,23 @@ def test_bad_vllm_settings_stop_before_ray_with_one_message(tmp_path, extra, exp
     assert not ray.is_initialized()  # stopped before any actor started
 
 
+@pytest.mark.requires("vllm")
+def test_rollout_options_reach_the_engine_and_gpus_follow_tensor_parallelism():
+    from rlkit.config import ModelConfig, RolloutConfig
+    from rlkit.rollout.engine import engine_setup
+
+    rollout = RolloutConfig(engine="vllm", memory_share=0.05, max_model_len=200, dtype="bfloat16",
+                            repeat_ngram=2, repeat_window=8)
+    setup = engine_setup(rollout, ModelConfig(path=SHIPPED), seed=3)
+    assert setup.kwargs == {"model_path": SHIPPED, "dtype": "bfloat16", "seed": 3, "device": "cpu",
+                            "repeat_ngram": 2, "repeat_window": 8, "tensor_parallel_size": 1, "memory_share": 0.05,
+                            "max_model_len": 200, "trust_remote_code": False}
+    assert setup.num_gpus == 0
+    on_gpus = RolloutConfig(engine="vllm", device="cuda", tensor_parallel_size=2, num_actors=2)
+    assert engine_setup(on_gpus, ModelConfig(path=SHIPPED), seed=0, gpus_visible=4).num_gpus == 2  # per actor
+
+
+@pytest.mark.requires("vllm")
 def test_tensor_parallel_size_above_the_gpus_is_refused():
     with pytest.raises(ValueError, match=r"tensor_parallel_size=4 x rollout.num_actors=1 needs 4 GPUs; 2 visible"):
         check_settings(model_path=SHIPPED, device="cuda", tensor_parallel_size=4, gpus_visible=2)
