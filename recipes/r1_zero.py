@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 import ray
 from tqdm import tqdm
 
-from rlkit import checkpoint
-from rlkit.actors import LearnerGroup, RolloutGroup, init_ray
+from rlkit import checkpoint, placement
+from rlkit.actors import LearnerDied, LearnerGroup, RolloutGroup, init_ray
 from rlkit.collect import Collector
-from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, PartialConfig, RewardConfig,
-                          RolloutConfig, SamplingConfig, ShapingConfig, TrainConfig, save)
+from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, PartialConfig, PlacementConfig,
+                          RewardConfig, RolloutConfig, SamplingConfig, ShapingConfig, TrainConfig, save)
 from rlkit.data import build_problems, load_rows
 from rlkit.evaluation import evaluate
 from rlkit.logging import MetricsLogger, write_report
@@ -60,6 +60,7 @@ class Config(TrainConfig):
     shaping: ShapingConfig = field(default_factory=ShapingConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     partial: PartialConfig = field(default_factory=PartialConfig)
+    placement: PlacementConfig = field(default_factory=PlacementConfig)
 
 
 def main(cfg: Config) -> None:
@@ -93,19 +94,26 @@ def main(cfg: Config) -> None:
     eval_sampling = SamplingParams(max_new_tokens=cfg.rollout.max_new_tokens,
                                    temperature=cfg.rollout.eval_temperature, seed=cfg.seed)
 
-    # checked here, before any actor starts
+    # checked here, before any actor starts (on this machine's resources unless joining a cluster)
     engine = engine_setup(cfg.rollout, cfg.model, seed=cfg.seed, record_routes=cfg.algo.routing_replay)
     check_moe_options(cfg.model.path, cfg.algo, trust_remote_code=cfg.model.trust_remote_code)
+    tensor_parallel = engine.kwargs.get("tensor_parallel_size", 1)
+    if not cfg.ray_address:
+        placement.for_config(cfg.rollout, cfg.learner, cfg.placement, tensor_parallel=tensor_parallel,
+                             cluster=placement.this_machine())
 
     init_ray(cfg.ray_address)
-    rollouts = RolloutGroup(cfg.rollout.num_actors, engine.name, engine.kwargs, num_gpus=engine.num_gpus)
+    plan = placement.place(placement.for_config(cfg.rollout, cfg.learner, cfg.placement,
+                                                tensor_parallel=tensor_parallel), timeout_s=cfg.placement.timeout_s)
+    rollouts = RolloutGroup(cfg.rollout.num_actors, engine.name, engine.kwargs, resources=plan.rollout,
+                            timeout_s=cfg.placement.timeout_s)
     learners = LearnerGroup(cfg.learner.num_learners,
                             {"model_path": cfg.model.path, "cfg": cfg.learner, "algo": cfg.algo,
                              "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
                              "max_new_tokens": cfg.rollout.max_new_tokens,
                              "dtype": cfg.model.dtype, "seed": cfg.seed,
                              "trust_remote_code": cfg.model.trust_remote_code},
-                            num_gpus=1 if cfg.learner.device == "cuda" else 0)
+                            resources=plan.learner, timeout_s=cfg.placement.timeout_s)
 
     collector = Collector(rollouts.generate, train, scorer, sampler, group_size=G, groups_per_step=B,
                           sampling=sampling, dynamic=cfg.sampling.dynamic, max_rounds=cfg.sampling.max_rounds,
@@ -135,48 +143,53 @@ def main(cfg: Config) -> None:
     if start_step == 0 and test:
         logger.log(0, run_eval())
     bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="r1_zero", dynamic_ncols=True)
-    for step in bar:
-        t0 = time.perf_counter()
-        # the engines hold weights of version `step` (one sync per step), the learner too
-        groups, metrics = collector.collect(version=step)
-        batch_rollouts = [r for g in groups for r in g]
-        metrics.update(shape_rewards(batch_rollouts, cfg.shaping, step=step, group_size=G,
-                                     max_new_tokens=cfg.rollout.max_new_tokens))
-        metrics.update(assign_advantages(batch_rollouts, G, cfg.algo.advantage))
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            # the engines hold weights of version `step` (one sync per step), the learner too
+            groups, metrics = collector.collect(version=step)
+            batch_rollouts = [r for g in groups for r in g]
+            metrics.update(shape_rewards(batch_rollouts, cfg.shaping, step=step, group_size=G,
+                                         max_new_tokens=cfg.rollout.max_new_tokens))
+            metrics.update(assign_advantages(batch_rollouts, G, cfg.algo.advantage))
 
-        t1 = time.perf_counter()
-        batch = pack_rollouts(batch_rollouts, tokenizer.pad_token_id)
-        if cfg.shaping.overlong_filter:
-            batch, filtered = filter_overlong(batch, batch_rollouts)
-            metrics.update(filtered)
-        if partial is not None:
-            proximal = learners.logprobs(batch) if cfg.partial.stale_mode == "importance" else None
-            adjusted = adjust_stale_tokens(batch, step, cfg.partial.stale_mode, proximal_logp=proximal,
-                                           cap=cfg.partial.is_cap)
-            metrics.update(stale_token_metrics(batch, adjusted, step))
-            batch = adjusted
-        metrics.update(learners.train_step(batch))
-        t_learn = time.perf_counter() - t1
-        t_sync = sync_weights(learners, rollouts, version=step + 1)
+            t1 = time.perf_counter()
+            batch = pack_rollouts(batch_rollouts, tokenizer.pad_token_id)
+            if cfg.shaping.overlong_filter:
+                batch, filtered = filter_overlong(batch, batch_rollouts)
+                metrics.update(filtered)
+            if partial is not None:
+                proximal = learners.logprobs(batch) if cfg.partial.stale_mode == "importance" else None
+                adjusted = adjust_stale_tokens(batch, step, cfg.partial.stale_mode, proximal_logp=proximal,
+                                               cap=cfg.partial.is_cap)
+                metrics.update(stale_token_metrics(batch, adjusted, step))
+                batch = adjusted
+            metrics.update(learners.train_step(batch))
+            t_learn = time.perf_counter() - t1
+            t_sync = sync_weights(learners, rollouts, version=step + 1)
 
-        lengths = [r.length for r in batch_rollouts]
-        metrics.update({
-            "response_length/mean": sum(lengths) / len(lengths),
-            "response_length/max": float(max(lengths)),
-            "response_length/truncated": sum(r.truncated for r in batch_rollouts) / len(batch_rollouts),
-            "train/accuracy": sum(r.meta.get("correct", False) for r in batch_rollouts) / len(batch_rollouts),
-            "time/learn_s": t_learn, "time/sync_s": t_sync,
-            "time/step_s": time.perf_counter() - t0,
-        })
-        done = step + 1
-        if test and (done % cfg.eval_every == 0 or done == cfg.steps):
-            metrics.update(run_eval())
-        if done % cfg.log_every == 0 or "eval/accuracy" in metrics:
-            logger.log(done, metrics)
-        bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
-                        len=f"{metrics['response_length/mean']:.0f}")
-        if done % cfg.save_every == 0 or done == cfg.steps:
-            save_checkpoint(done)
+            lengths = [r.length for r in batch_rollouts]
+            metrics.update({
+                "response_length/mean": sum(lengths) / len(lengths),
+                "response_length/max": float(max(lengths)),
+                "response_length/truncated": sum(r.truncated for r in batch_rollouts) / len(batch_rollouts),
+                "train/accuracy": sum(r.meta.get("correct", False) for r in batch_rollouts) / len(batch_rollouts),
+                "time/learn_s": t_learn, "time/sync_s": t_sync,
+                "time/step_s": time.perf_counter() - t0,
+            })
+            done = step + 1
+            if test and (done % cfg.eval_every == 0 or done == cfg.steps):
+                metrics.update(run_eval())
+            if done % cfg.log_every == 0 or "eval/accuracy" in metrics:
+                logger.log(done, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
+                            len=f"{metrics['response_length/mean']:.0f}")
+            if done % cfg.save_every == 0 or done == cfg.steps:
+                save_checkpoint(done)
+    except LearnerDied as err:  # rollout actors are replaced; a lost learner rank ends the run
+        bar.close()
+        ray.shutdown()
+        raise SystemExit(f"{err} during step {step + 1}; {checkpoint.resume_hint(cfg.output_dir)}") from None
 
     # ----------------------------------------------------------------------- cleanup
     bar.close()

@@ -42,6 +42,14 @@ def latest(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def resume_hint(output_dir: str | Path) -> str:
+    """What to tell a user whose run stopped: where it can continue from."""
+    last = latest(output_dir)
+    if last is None:
+        return "no checkpoint was saved yet, so the run starts over"
+    return f"continue from {last} with resume=true (same output_dir)"
+
+
 def load_driver_state(directory: Path) -> dict[str, Any]:
     state = torch.load(directory / "driver_state.pt", weights_only=False)
     rng = state.pop("rng")

@@ -287,7 +287,8 @@ class AlgoConfig:
 
 @dataclasses.dataclass
 class LearnerConfig:
-    num_learners: int = 1  # Ray learner actors (ranks); gradients all-reduced through accelerate
+    num_learners: int = 1  # Ray learner actors (ranks)
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # ranks replicate the model (ddp) or shard it (fsdp, FSDP2)
     device: str = "cpu"
     lr: float = 1e-5
     weight_decay: float = 0.0
@@ -300,6 +301,14 @@ class LearnerConfig:
     logit_chunk_tokens: int = 1024  # tokens per output-projection chunk: the [chunk, vocab] logits are the peak
     log_entropy: bool = True  # report actor/entropy even when entropy_coef = 0 (one more pass over the vocab)
     forward: Literal["auto", "tree", "shared_prefix", "plain", "full"] = "auto"  # auto (fastest verified) | tree | shared_prefix | plain | full (the model's own forward)
+
+
+@dataclasses.dataclass
+class PlacementConfig:
+    # GPU runs: rollout engines share each GPU with a learner rank (true), or have GPUs of their own (false)
+    colocate: bool = True
+    rollout_gpu_share: float = 0.5  # colocated: the fraction of each GPU reserved for its rollout engine
+    timeout_s: float = 120.0  # actors the cluster has not placed after this long are an error, not a wait
 
 
 @dataclasses.dataclass

@@ -156,6 +156,16 @@ def _plain(policy: PolicyForward, input_ids, attention_mask, *, temperature, top
     return _router_out(model, captured, lambda t: t, attention_mask, result) if router else result
 
 
+def _repeatable_cache(model) -> bool:
+    """Whether every layer of the model's cache can repeat its rows (linear-attention states cannot)."""
+    from transformers import DynamicCache
+
+    try:
+        return all(hasattr(layer, "batch_repeat_interleave") for layer in DynamicCache(config=model.config).layers)
+    except Exception:
+        return False
+
+
 def shared_prefix_len(input_ids: Tensor, attention_mask: Tensor) -> int:
     """Leading tokens common to every (right-padded) row, leaving each row at least one token of its own."""
     if input_ids.shape[0] < 2 or bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
@@ -173,7 +183,7 @@ def _shared_prefix(policy: PolicyForward, input_ids, attention_mask, *, temperat
     model = policy.model
     p = shared_prefix_len(input_ids, attention_mask)
     parts = _split(model)
-    if p < MIN_SHARED_PREFIX or parts is None:
+    if p < MIN_SHARED_PREFIX or parts is None or not _repeatable_cache(model):
         return None
     decoder, head = parts
     n, length = input_ids.shape

@@ -1,23 +1,25 @@
-"""The accelerate learner: forward/backward/step over a TrainBatch, with micro-batching.
+"""The learner: forward/backward/step over a TrainBatch, with micro-batching, on any number of ranks.
 
 Knows nothing of Ray: `rlkit.actors.LearnerActor` wraps it, and the same class runs on CPU,
-one GPU, or N ranks (the rank environment comes from whoever starts it).
+one GPU, or N ranks (the rank environment comes from whoever starts it); `learner.strategy`
+(rlkit.parallel) says whether ranks replicate the model (DDP) or shard it (FSDP).
 
 Normalisation: the driver passes `total_tokens` / `total_seqs` of the WHOLE generation batch
 (all micro-batches, all ranks), so summing micro-batch losses gives the full-batch loss and
 the gradient does not depend on the micro-batch size or the number of ranks.
 
-Forward: the model is wrapped in `rlkit.forward.PolicyForward` and that wrapper is what
-accelerate prepares, so autocast and DDP apply to every forward path. The fast paths (packed
-prefix tree, shared prefix, chunked output projection) are each checked once against the
-model's full forward, on the first micro-batch that has loss tokens, before they are trusted.
-Dropout is switched off: RL ratios compare the policy with itself, and a dropout mask drawn
-differently at sampling and at training would make the on-policy ratio noise instead of 1.
+Forward: the model is wrapped in `rlkit.forward.PolicyForward` and that wrapper is what the
+strategy prepares, so autocast, DDP and FSDP apply to every forward path. The fast paths
+(packed prefix tree, shared prefix, chunked output projection) are each checked once, when the
+learner starts, against the model's full forward on the same synthetic rows on every rank (a
+check that depended on the data could differ between ranks, and could pass on rows with nothing
+to compare). Dropout is switched off: RL ratios compare the policy with itself, and a dropout
+mask drawn differently at sampling and at training would make the on-policy ratio noise
+instead of 1.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import random
@@ -30,9 +32,10 @@ import torch
 from rlkit import moe
 from rlkit.algo import kl_penalty, policy_loss
 from rlkit.config import AlgoConfig, LearnerConfig
-from rlkit.forward import ForwardOut, PolicyForward, token_logprobs  # noqa: F401  (token_logprobs: the reference, re-exported)
+from rlkit.forward import MIN_SHARED_PREFIX, ForwardOut, PolicyForward, token_logprobs  # noqa: F401  (token_logprobs: the reference, re-exported)
 from rlkit.metrics import merge_metrics
 from rlkit.models import disable_dropout, experts_per_token, load_model, num_experts, resolve_dtype
+from rlkit.parallel import STRATEGIES
 from rlkit.types import TrainBatch
 
 FAST_PATHS = ("tree", "shared_prefix", "plain")  # tried in this order; "full" is the reference and the fallback
@@ -42,8 +45,6 @@ class Learner:
     def __init__(self, model_path: str, cfg: LearnerConfig, algo: AlgoConfig, *, temperature: float = 1.0,
                  top_p: float = 1.0, max_new_tokens: int | None = None, dtype: str = "float32", seed: int = 0,
                  trust_remote_code: bool = False) -> None:
-        from accelerate import Accelerator, DistributedDataParallelKwargs
-
         torch.manual_seed(seed)
         if cfg.device == "cpu":
             torch.set_num_threads(max(1, cfg.threads))
@@ -64,41 +65,33 @@ class Learner:
         self.balancer = moe.BiasBalancer(model, algo.bias_balance_speed) if algo.bias_balance_speed > 0 else None
         if algo.routing_replay and not routers:
             raise ValueError("algo.routing_replay needs an MoE policy; this model has no routers")
-        # An MoE whose experts are modules of their own (remote-code DeepSeek/Kimi models): a rank whose
-        # tokens never reach some expert leaves its parameters without a gradient, and DDP must look for
-        # them, or its next step fails. (Experts fused into one tensor, as transformers 5 holds them,
-        # get a zero gradient slice instead.)
-        handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if self.is_moe else []
-        self.accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision,
-                                       kwargs_handlers=handlers)
+        self.strategy = STRATEGIES.get(cfg.strategy)(cfg, moe=self.is_moe)
+        self.device = self.strategy.device
         self.reference = None
         if algo.kl_coef > 0:
             self.reference = PolicyForward(copy.deepcopy(model).eval().requires_grad_(False),
-                                           chunk_tokens=cfg.logit_chunk_tokens).to(self.accelerator.device)
-        policy = PolicyForward(model, chunk_tokens=cfg.logit_chunk_tokens)
-        optimizer = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                      weight_decay=cfg.weight_decay)
-        self.model, self.optimizer = self.accelerator.prepare(policy, optimizer)
+                                           chunk_tokens=cfg.logit_chunk_tokens).to(self.device)
+        self.model, self.optimizer = self.strategy.prepare(
+            PolicyForward(model, chunk_tokens=cfg.logit_chunk_tokens),
+            lambda params: torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay))
         self.model.train()
         self.step = 0
-        # fast path -> whether it reproduced the full forward (absent: not yet checked on a micro-batch with loss tokens)
-        self.verified: dict[str, bool] = {}
+        self.verified = self._verify_paths()  # fast path -> whether it reproduces the full forward
 
     @property
     def policy(self):
         """The Hugging Face model being trained (unwrapped)."""
-        return self.accelerator.unwrap_model(self.model).model
+        return self.strategy.unwrap(self.model).model
 
     # -- training ------------------------------------------------------------------------
     def train_step(self, batch: TrainBatch, *, total_tokens: float, total_seqs: int) -> dict[str, float]:
         """One optimizer step over `batch` (this rank's share of the generation batch)."""
-        device = self.accelerator.device
-        world = self.accelerator.num_processes
+        world = self.strategy.num_processes
         micro = max(1, self.cfg.micro_batch_size)
         # the policy loss is normalised over the whole batch, so the order of rows changes none of its gradient
         # (the MoE balance loss is per micro-batch, as before): rows in token order put a group's shared prompt
         # in one micro-batch (packed prefix trees), else rows of similar lengths go together (less padding)
-        if self.verified.get("tree", True):
+        if self.verified.get("tree"):
             rows = [r[:n] for r, n in zip(batch.input_ids.tolist(), batch.attention_mask.sum(dim=1).tolist())]
             order = torch.tensor(sorted(range(len(rows)), key=rows.__getitem__), dtype=torch.long)
         else:
@@ -107,58 +100,81 @@ class Learner:
         chunks = [batch.select(slice(i, i + micro)).trim() for i in range(0, len(batch), micro)]
         parts: list[tuple[dict[str, float], float]] = []
         for index, chunk in enumerate(chunks):
-            last = index == len(chunks) - 1
-            sync = self.accelerator.no_sync(self.model) if not last and world > 1 else contextlib.nullcontext()
-            with sync:
-                loss, metrics, tokens = self._micro_step(_to(chunk, device), total_tokens, total_seqs,
+            with self.strategy.no_sync(self.model, last=index == len(chunks) - 1):
+                loss, metrics, tokens = self._micro_step(_to(chunk, self.device), total_tokens, total_seqs,
                                                          share=len(chunk) / (len(batch) * world))
-                # DDP averages gradients over ranks; our loss is already normalised globally
-                self.accelerator.backward(loss * world)
+                # the ranks average gradients; our loss is already normalised over the whole batch
+                self.strategy.backward(loss * world)
             parts.append((metrics, tokens))
-        grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        grad_norm = self.strategy.clip_grad_norm(self.model.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         moe.set_replay(self.policy, None)
         if self.balancer is not None:
-            self.balancer.update((lambda t: self.accelerator.reduce(t, reduction="sum")) if world > 1 else None)
+            self.balancer.update(self.strategy.all_reduce_sum if world > 1 else None)
         if self.reference is not None and self.algo.ref_refresh_every > 0 and self.step % self.algo.ref_refresh_every == 0:
-            self.reference.model.load_state_dict(self.policy.state_dict())
+            self.reference.load_state_dict(self.strategy.full_state_dict(self.model, everywhere=True))
         out = merge_metrics(parts)
-        out["grad_norm"] = float(grad_norm)
+        out["grad_norm"] = grad_norm
         out["learner/tokens"] = sum(tokens for _, tokens in parts)
         return out
 
     def forward(self, b: TrainBatch, *, entropy: bool = False) -> ForwardOut:
-        """Token log-probs of `b` (on this learner's device) through the fastest verified path that applies.
-
-        A path not yet verified is first run without gradients and compared with the full forward
-        (only on a micro-batch with loss tokens, where the comparison means something); the forward
-        that trains then runs once, so DDP never sees a forward without its backward."""
-        kwargs = dict(temperature=self.temperature, top_p=self.top_p, router=self.is_moe)
-        allowed = [p for p in self._fast_paths() if self.verified.get(p) is not False]
-        if bool((b.loss_mask > 0).any()):
-            while any(p not in self.verified for p in allowed):
-                with torch.no_grad():
-                    probe = self.model(b.input_ids, b.attention_mask, paths=tuple(allowed), **kwargs)
-                if probe.path not in allowed or probe.path in self.verified:
-                    break  # the path these rows take is verified (or is the full forward)
-                self.verified[probe.path] = self._matches_full(b, probe)
-                if self.verified[probe.path]:
-                    break
-                allowed.remove(probe.path)
-        else:
-            allowed = [p for p in allowed if self.verified.get(p)]
-        return self.model(b.input_ids, b.attention_mask, paths=tuple(allowed), entropy=entropy, **kwargs)
+        """Token log-probs of `b` (on this learner's device) through the fastest verified path that applies."""
+        paths = tuple(p for p in self._fast_paths() if self.verified.get(p))
+        return self.model(b.input_ids, b.attention_mask, paths=paths, entropy=entropy, temperature=self.temperature,
+                          top_p=self.top_p, router=self.is_moe)
 
     def _fast_paths(self) -> tuple[str, ...]:
         if self.algo.routing_replay:  # replayed routes are per row: no path that shares tokens between rows
             return ("plain",) if self.cfg.forward in ("auto", "plain") else ()
         if self.cfg.forward != "auto":
             return () if self.cfg.forward == "full" else (self.cfg.forward,)
-        if self.cfg.gradient_checkpointing:  # no key/value cache under activation checkpointing
+        # no key/value cache under activation checkpointing; and sharded ranks must all run the same number of
+        # decoder calls, which the two-call shared-prefix path would break where ranks choose different paths
+        if self.cfg.gradient_checkpointing or self.cfg.strategy == "fsdp":
             return tuple(p for p in FAST_PATHS if p != "shared_prefix")
         return FAST_PATHS
+
+    @torch.no_grad()
+    def _verify_paths(self) -> dict[str, bool]:
+        """Check each fast path once against the full forward, on synthetic rows the same on every rank: four
+        right-padded rows of different lengths sharing a template-long prefix, pairs sharing a prompt (so the
+        tree and shared-prefix paths apply), loss on every token."""
+        vocab = self.policy.get_input_embeddings().num_embeddings
+        g = torch.Generator().manual_seed(1234)
+        start = torch.randint(0, vocab, (MIN_SHARED_PREFIX + 2,), generator=g)
+        rows = [torch.cat([start, torch.randint(0, vocab, (3,), generator=torch.Generator().manual_seed(i // 2)),
+                           torch.randint(0, vocab, (4 + 2 * i,), generator=g)]) for i in range(4)]
+        width = max(len(r) for r in rows)
+        ids = torch.zeros(len(rows), width, dtype=torch.long)  # [4, L]
+        attn = torch.zeros(len(rows), width, dtype=torch.long)  # [4, L]
+        for i, r in enumerate(rows):
+            ids[i, : len(r)], attn[i, : len(r)] = r, 1
+        ids, attn = ids.to(self.device), attn.to(self.device)
+        mask = attn[:, 1:].bool()
+        kwargs = dict(temperature=self.temperature, top_p=self.top_p, router=self.is_moe)
+        ref = self.model(ids, attn, paths=(), **kwargs)
+        exact = next(self.policy.parameters()).dtype == torch.float32 and self.cfg.mixed_precision == "no"
+        tol = 1e-3 if exact else 5e-2
+        verified = {}
+        for path in self._fast_paths():
+            try:
+                out = self.model(ids, attn, paths=(path,), **kwargs)
+            except Exception as err:  # an architecture the path cannot drive: the path is not used
+                warnings.warn(f"the {path!r} forward fails on this model ({type(err).__name__}: {err}); "
+                              "the learner does not use it")
+                verified[path] = False
+                continue
+            ok = out.path == path and bool(((out.logp - ref.logp).abs()[mask].max() <= tol).item())
+            if ok and ref.aux_loss is not None and out.aux_loss is not None:
+                ok = abs(float(out.aux_loss) - float(ref.aux_loss)) <= tol * max(1.0, abs(float(ref.aux_loss)))
+            if not ok and out.path == path:
+                warnings.warn(f"the {path!r} forward does not reproduce this model's full forward; "
+                              "the learner does not use it")
+            verified[path] = ok
+        return verified
 
     def _micro_step(self, b: TrainBatch, total_tokens: float, total_seqs: int, share: float):
         algo = self.algo
@@ -217,56 +233,42 @@ class Learner:
                     metrics["moe/route_mismatch"] = differ
         return loss, metrics, tokens
 
-    @torch.no_grad()
-    def _matches_full(self, b: TrainBatch, out: ForwardOut) -> bool:
-        """One-time check that a fast path reproduces this model's full forward (a head that is not a plain
-        projection of the last hidden state, or an attention that ignores 4-D masks, would not)."""
-        ref = self.model(b.input_ids, b.attention_mask, temperature=self.temperature, top_p=self.top_p,
-                         router=self.is_moe, paths=())
-        exact = next(self.policy.parameters()).dtype == torch.float32 and self.cfg.mixed_precision == "no"
-        tol = 1e-3 if exact else 5e-2
-        mask = b.loss_mask > 0
-        ok = bool(((out.logp.detach() - ref.logp).abs()[mask].max() <= tol).item())
-        if ok and self.is_moe and ref.aux_loss is not None and out.aux_loss is not None:
-            ok = abs(float(out.aux_loss) - float(ref.aux_loss)) <= tol * max(1.0, abs(float(ref.aux_loss)))
-        if not ok:
-            warnings.warn(f"the {out.path!r} forward does not reproduce this model's full forward; "
-                          "the learner uses another path instead")
-        return ok
-
     # -- weights and state ---------------------------------------------------------------
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.policy.state_dict().items()}
+    def state_dict(self, everywhere: bool = False) -> dict[str, torch.Tensor]:
+        """The whole policy's weights as CPU tensors on rank 0, {} on the others unless `everywhere` (every
+        rank calls it: under FSDP gathering is a collective)."""
+        full = self.strategy.full_state_dict(self.model, everywhere=everywhere)  # keys "model.<name>" (the wrapper)
+        if not (self.strategy.is_main or everywhere):
+            return {}
+        return {k.removeprefix("model."): v for k, v in full.items()}
 
     @torch.no_grad()
     def logprobs(self, batch: TrainBatch) -> torch.Tensor:
         """Current-policy log-probs of the batch's tokens: [N, L-1] (no grad)."""
-        return self.forward(_to(batch, self.accelerator.device)).logp.float().cpu()
+        return self.forward(_to(batch, self.device)).logp.float().cpu()
 
     def save(self, directory: str | Path) -> None:
-        """HF-format weights plus optimizer, step and RNG: enough to continue bit-for-bit."""
+        """HF-format weights plus optimizer, step and RNG: enough to continue bit-for-bit. Every rank calls it."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        if not self.accelerator.is_main_process:
-            return
-        self.policy.save_pretrained(directory)
-        torch.save(
-            {
-                "optimizer": self.optimizer.state_dict(),
-                "step": self.step,
-                "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()},
-            },
-            directory / "learner_state.pt",
-        )
+        weights = self.state_dict()
+        if self.strategy.is_main:
+            self.policy.save_pretrained(directory, state_dict=weights)
+        state_file = self.strategy.optimizer_state_file(directory)
+        if state_file is not None:
+            torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step,
+                        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                                "numpy": np.random.get_state()}}, state_file)
 
     def load(self, directory: str | Path) -> int:
         directory = Path(directory)
-        model = self.policy
         # from_pretrained undoes the on-disk layout conversions (e.g. fused MoE experts)
-        saved = load_model(str(directory), dtype=next(model.parameters()).dtype, trust_remote_code=self.trust_remote_code)
-        model.load_state_dict(saved.state_dict())
+        saved = load_model(str(directory), dtype=next(self.policy.parameters()).dtype,
+                           trust_remote_code=self.trust_remote_code)
+        self.strategy.load_full_state_dict(self.model, {f"model.{k}": v for k, v in saved.state_dict().items()})
         del saved
-        state = torch.load(directory / "learner_state.pt", weights_only=False)
+        state_file = self.strategy.optimizer_state_file(directory) or directory / "learner_state.pt"
+        state = torch.load(state_file, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         torch.set_rng_state(state["rng"]["torch"])

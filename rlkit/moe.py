@@ -192,6 +192,35 @@ def route_mismatch(experts: tuple[Tensor, ...], routes: Tensor, attention_mask: 
     return differ / (int(valid.sum()) * len(experts))
 
 
+def _touch_parameters(module: nn.Module, inputs, output):
+    # a zero that depends on one element of every parameter of the block: each gets a (zero) gradient
+    zero = sum(p.reshape(-1)[:1].sum() for p in module.parameters() if p.requires_grad) * 0.0
+    if isinstance(output, Tensor):
+        return output + zero
+    if isinstance(output, tuple) and output and isinstance(output[0], Tensor):
+        return (output[0] + zero, *output[1:])
+    return None
+
+
+def give_every_expert_a_gradient(model) -> int:
+    """Make every parameter of each MoE block that keeps its experts as separate modules take part in
+    the backward, with a zero gradient where the block's tokens chose none of an expert's; returns how
+    many blocks needed it. Sharded training (FSDP) reduces gradients of a unit's parameters as one
+    buffer whose layout must agree on every rank; an expert idle on one rank alone would break it.
+    Experts held fused in one tensor (transformers 5's own MoE classes) need nothing."""
+    names = {id(m): name for name, m in model.named_modules()}
+    parents = {name: m for name, m in model.named_modules()}
+    done = 0
+    for router in routers(model):
+        block = parents.get(names[id(router)].rpartition(".")[0])
+        experts = getattr(block, "experts", None)
+        if isinstance(experts, nn.ModuleList) and not getattr(block, "_rlkit_touch", False):
+            block.register_forward_hook(_touch_parameters)
+            block._rlkit_touch = True
+            done += 1
+    return done
+
+
 # ------------------------------------------------------------------------------- balance
 def switch_aux_loss(model, router_logits: tuple[Tensor, ...], attention_mask: Tensor, top_k: int) -> Tensor | None:
     """The model's own Switch-style load-balancing loss (softmax routers), None where its module has none."""

@@ -135,36 +135,36 @@ def test_mixed_precision_applies_on_every_path(random_tiny_model, fresh_accelera
             h.remove()
 
 
-def test_a_micro_batch_without_loss_tokens_verifies_nothing(random_tiny_model):
+def test_fast_paths_are_verified_when_the_learner_starts_whatever_the_data(random_tiny_model):
     learner = Learner(random_tiny_model, LearnerConfig(), AlgoConfig())
+    assert learner.verified == {"tree": True, "shared_prefix": True, "plain": True}
     b = _rows()
     empty = TrainBatch(b.input_ids, b.attention_mask, torch.zeros_like(b.loss_mask), b.old_logp, b.advantages)
-    out = learner.forward(empty)
-    assert learner.verified == {} and out.path == "full"
-    learner.forward(b)
-    assert learner.verified == {"tree": True}
+    assert learner.forward(empty).path == "tree"  # rows with no loss tokens change nothing
 
 
-def test_a_fast_path_that_does_not_match_the_model_is_refused(random_tiny_model):
+def test_a_fast_path_that_does_not_match_the_model_is_refused(random_tiny_model, monkeypatch):
     # a head that is not a plain projection of the last hidden state (logits scaled inside the model's own
-    # forward, as some architectures do): the chunked head would miss the scaling
-    learner = Learner(random_tiny_model, LearnerConfig(), AlgoConfig())
-    model = learner.policy
-    plain_forward = type(model).forward
+    # forward, as some architectures do): the chunked head would miss the scaling. The first rows the learner
+    # trains on have no loss tokens, which used to let an unchecked path through.
+    from transformers import Qwen3MoeForCausalLM
+
+    plain_forward = Qwen3MoeForCausalLM.forward
 
     def scaled_forward(self, *args, **kwargs):
         out = plain_forward(self, *args, **kwargs)
         out.logits = out.logits * 0.5
         return out
 
-    model.forward = scaled_forward.__get__(model)
-    b = _rows()
+    monkeypatch.setattr(Qwen3MoeForCausalLM, "forward", scaled_forward)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        out = learner.forward(b)
-    assert out.path == "full"
+        learner = Learner(random_tiny_model, LearnerConfig(), AlgoConfig())
     assert learner.verified == {"tree": False, "shared_prefix": False, "plain": False}
     assert any("does not reproduce" in str(w.message) for w in caught)
+    b = _rows()
+    empty = TrainBatch(b.input_ids, b.attention_mask, torch.zeros_like(b.loss_mask), b.old_logp, b.advantages)
+    assert learner.forward(empty).path == "full" and learner.forward(b).path == "full"
 
 
 def test_micro_batched_step_takes_the_same_gradient_as_one_micro_batch(random_tiny_model):

@@ -121,17 +121,19 @@ def _experts_reached(model_path: str, batch: TrainBatch) -> list[set[int]]:
     return [set(layer[valid].topk(2, dim=-1).indices.reshape(-1).tolist()) for layer in out.router_logits]
 
 
-def _learners(n: int, model_path: str, aux: float) -> LearnerGroup:
-    kwargs = {"model_path": model_path, "cfg": LearnerConfig(lr=1e-3, micro_batch_size=2),
+def _learners(n: int, model_path: str, aux: float, strategy: str = "ddp") -> LearnerGroup:
+    kwargs = {"model_path": model_path, "cfg": LearnerConfig(lr=1e-3, micro_batch_size=2, strategy=strategy),
               "algo": AlgoConfig(router_aux_coef=aux), "max_new_tokens": 16, "trust_remote_code": True}
     return LearnerGroup(n, kwargs, num_cpus=0.5)
 
 
 def _states(group: LearnerGroup) -> list[dict[str, torch.Tensor]]:
-    return ray.get([a.state_dict.remote() for a in group.actors])
+    """Each rank's own view of the whole weights."""
+    return ray.get([a.state_dict.remote(True) for a in group.actors])
 
 
-def test_two_ranks_take_the_one_rank_update_when_a_rank_leaves_experts_idle(ray_local, moe8):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_ranks_take_the_one_rank_update_when_a_rank_leaves_experts_idle(ray_local, moe8, strategy):
     batch = _batch()
     rank1 = batch.select(slice(4, 8))
     idle = [set(range(EXPERTS)) - reached for reached in _experts_reached(moe8, rank1)]
@@ -140,16 +142,22 @@ def test_two_ranks_take_the_one_rank_update_when_a_rank_leaves_experts_idle(ray_
     # the MoE balance loss is per rank and micro-batch (as the model defines it), so it is off for equality
     results = {}
     for n in (1, 2):
-        group = _learners(n, moe8, aux=0.0)
-        norms = [group.train_step(batch)["grad_norm"] for _ in range(2)]  # a second step: DDP state carries over
-        results[n] = (norms, _states(group))
+        group = _learners(n, moe8, aux=0.0, strategy=strategy if n == 2 else "ddp")
+        steps = [group.train_step(batch) for _ in range(2)]  # a second step: DDP/FSDP state carries over
+        results[n] = ([m["grad_norm"] for m in steps], _states(group),
+                      ray.get([a.parameters_held.remote() for a in group.actors]))
         for actor in group.actors:
             ray.kill(actor)
-    (norms1, (state1,)), (norms2, (rank0, rank1_state)) = results[1], results[2]
+    (norms1, (state1,), _), (norms2, (rank0, rank1_state), _) = results[1], results[2]
     assert norms2 == pytest.approx(norms1, rel=1e-4)
     for k in state1:
         torch.testing.assert_close(rank0[k], rank1_state[k], atol=0, rtol=0, msg=k)  # the ranks agree exactly
         torch.testing.assert_close(rank0[k], state1[k], atol=1e-5, rtol=1e-4, msg=k)  # and equal one rank
+    whole, held = results[1][2][0], results[2][2]  # parameters one rank holds alone / each of two ranks holds
+    if strategy == "fsdp":  # it did shard: each rank holds about half of the weights (and of the optimizer state)
+        assert all(0.4 * whole < h < 0.6 * whole for h in held), (held, whole)
+    else:
+        assert held == [whole, whole]
 
 
 def test_two_moe_ranks_with_the_balance_loss_stay_in_step(ray_local, moe8):
