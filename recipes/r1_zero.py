@@ -107,6 +107,7 @@ def main(cfg: Config) -> None:
                                                 tensor_parallel=tensor_parallel), timeout_s=cfg.placement.timeout_s)
     rollouts = RolloutGroup(cfg.rollout.num_actors, engine.name, engine.kwargs, resources=plan.rollout,
                             timeout_s=cfg.placement.timeout_s)
+    colocated = placement.colocated_gpus(cfg.rollout, cfg.learner, cfg.placement)
     learners = LearnerGroup(cfg.learner.num_learners,
                             {"model_path": cfg.model.path, "cfg": cfg.learner, "algo": cfg.algo,
                              "temperature": cfg.rollout.temperature, "top_p": cfg.rollout.top_p,
@@ -148,6 +149,8 @@ def main(cfg: Config) -> None:
             t0 = time.perf_counter()
             # the engines hold weights of version `step` (one sync per step), the learner too
             groups, metrics = collector.collect(version=step)
+            if colocated:  # the engines give their GPU memory to the learner until the next sync
+                rollouts.sleep()
             batch_rollouts = [r for g in groups for r in g]
             metrics.update(shape_rewards(batch_rollouts, cfg.shaping, step=step, group_size=G,
                                          max_new_tokens=cfg.rollout.max_new_tokens))
@@ -166,6 +169,8 @@ def main(cfg: Config) -> None:
                 batch = adjusted
             metrics.update(learners.train_step(batch))
             t_learn = time.perf_counter() - t1
+            if colocated:
+                rollouts.wake_up()
             t_sync = sync_weights(learners, rollouts, version=step + 1)
 
             lengths = [r.length for r in batch_rollouts]

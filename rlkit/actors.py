@@ -130,6 +130,15 @@ class RolloutActor:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self.engine.state_dict()
 
+    def sleep(self) -> None:
+        """Give the device memory back while the learner runs (engines that can: `sleep`/`wake_up`)."""
+        if hasattr(self.engine, "sleep"):
+            self.engine.sleep()
+
+    def wake_up(self) -> None:
+        if hasattr(self.engine, "wake_up"):
+            self.engine.wake_up()
+
     def pid(self) -> int:
         return os.getpid()
 
@@ -240,6 +249,13 @@ class RolloutGroup:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return self._call([0], lambda a: self.actors[a].state_dict.remote())[0]
+
+    def sleep(self) -> None:
+        """Colocated on GPUs: the engines release their memory while the learner trains."""
+        self._call(list(range(len(self.actors))), lambda a: self.actors[a].sleep.remote())
+
+    def wake_up(self) -> None:
+        self._call(list(range(len(self.actors))), lambda a: self.actors[a].wake_up.remote())
 
 
 class LearnerGroup:

@@ -298,6 +298,7 @@ class LearnerConfig:
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     threads: int = 1  # torch CPU threads per learner actor
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, about 1/3 more compute
+    offload_optimizer: bool = False  # keep optimizer state in CPU memory between steps (frees GPU memory for rollouts)
     logit_chunk_tokens: int = 1024  # tokens per output-projection chunk: the [chunk, vocab] logits are the peak
     log_entropy: bool = True  # report actor/entropy even when entropy_coef = 0 (one more pass over the vocab)
     forward: Literal["auto", "tree", "shared_prefix", "plain", "full"] = "auto"  # auto (fastest verified) | tree | shared_prefix | plain | full (the model's own forward)

@@ -107,8 +107,12 @@ class Learner:
                 self.strategy.backward(loss * world)
             parts.append((metrics, tokens))
         grad_norm = self.strategy.clip_grad_norm(self.model.parameters(), self.cfg.max_grad_norm)
+        if self.cfg.offload_optimizer:
+            _move_optimizer_state(self.optimizer, self.device)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.cfg.offload_optimizer:  # until the next step, the rollout engines may have the device memory
+            _move_optimizer_state(self.optimizer, "cpu")
         self.step += 1
         moe.set_replay(self.policy, None)
         if self.balancer is not None:
@@ -275,6 +279,13 @@ class Learner:
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
         return self.step
+
+
+def _move_optimizer_state(optimizer, device) -> None:
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor) and key != "step":
+                state[key] = value.to(device, non_blocking=True)
 
 
 def _to(b: TrainBatch, device) -> TrainBatch:

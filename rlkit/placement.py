@@ -136,3 +136,8 @@ def for_config(rollout, learner, placement, *, tensor_parallel: int = 1, cluster
     return plan(rollout_actors=rollout.num_actors, learners=learner.num_learners, rollout_device=rollout.device,
                 learner_device=learner.device, tensor_parallel=tensor_parallel, colocate=placement.colocate,
                 rollout_gpu_share=placement.rollout_gpu_share, cluster=cluster)
+
+
+def colocated_gpus(rollout, learner, placement) -> bool:
+    """Whether rollout engines share GPUs with learner ranks (then engines sleep while the learner runs)."""
+    return placement.colocate and rollout.device == "cuda" and learner.device == "cuda"

@@ -99,6 +99,16 @@ class HFEngine:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
 
+    def sleep(self) -> None:
+        """Colocated with a learner on one GPU: drop the kept keys/values and return cached blocks to the device
+        (the weights stay: they are what the next sync overwrites in place)."""
+        self._kept, self._kept_version, self._kept_bytes = {}, None, 0
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def wake_up(self) -> None:
+        pass
+
     # -- sampling ------------------------------------------------------------------------
     @torch.inference_mode()  # cheaper per op than no_grad; nothing sampled here is ever differentiated
     def generate(self, requests: list[GenerationRequest], sampling: SamplingParams) -> list[Rollout]:

@@ -189,3 +189,13 @@ def test_fill_holes_and_the_slab_cache_select_rows_like_indexing():
         assert torch.equal(layer.keys, keys[indices, :, :3]) and torch.equal(layer.values, -keys[indices, :, :3])
         k, _ = layer.update(torch.ones(len(indices), 2, 2, 3), torch.ones(len(indices), 2, 2, 3))  # grows past C
         assert k.shape[2] == 5 and torch.equal(k[:, :, 3:], torch.ones(len(indices), 2, 2, 3))
+
+
+def test_sleep_drops_kept_keys_and_values_and_sampling_goes_on(engine):
+    requests = _requests(engine)
+    engine.generate(requests, SamplingParams(max_new_tokens=20, token_budget=3, seed=0))
+    assert engine._kept  # budget-stopped samples left their keys/values
+    engine.sleep()
+    assert not engine._kept
+    engine.wake_up()
+    assert len(engine.generate(requests, SamplingParams(max_new_tokens=5, seed=0))) == 5

@@ -269,3 +269,20 @@ def test_kl_reference_is_the_initial_policy_or_refreshed_every_k_steps(random_ti
     assert all(torch.equal(reference[k], expected[k]) for k in moved)
     metrics = learner.train_step(b, total_tokens=float(b.loss_mask.sum()), total_seqs=len(b))
     assert (metrics["actor/kl"] > 1e-9) == (every == 0)  # a fresh reference starts each step at KL 0
+
+
+def test_optimizer_state_offloaded_between_steps_takes_the_same_steps(random_tiny_model):
+    b = _rows()
+    b.old_logp = b.loss_mask * -1.3
+    norms = {"total_tokens": float(b.loss_mask.sum()), "total_seqs": len(b)}
+    states = []
+    for offload in (False, True):
+        learner = Learner(random_tiny_model, LearnerConfig(lr=1e-2, offload_optimizer=offload), AlgoConfig())
+        for _ in range(2):
+            learner.train_step(b, **norms)
+        held = {v.device.type for s in learner.optimizer.state.values() for k, v in s.items()
+                if isinstance(v, torch.Tensor) and k != "step"}
+        assert held == {"cpu"}
+        states.append(learner.state_dict())
+    for k in states[0]:
+        torch.testing.assert_close(states[1][k], states[0][k], atol=0, rtol=0, msg=k)
