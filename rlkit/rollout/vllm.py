@@ -32,6 +32,12 @@ How the contract maps onto vLLM:
   reloaded in place, the seeded-call RNG guard above works, and an engine failure is a Python
   exception in the Ray actor, which reaches the driver with its traceback.
 
+- Routes (`record_routes`, for routing replay): vLLM's `enable_return_routed_experts` gives the
+  experts every MoE layer routed each position of prompt + completion to. vLLM 0.32 produces it
+  only from its V2 model runner, which needs Triton: GPUs only (on CPU the setting is refused
+  before Ray starts). Written against that output's documented shape [positions, layers, K];
+  not run here (no GPU was available).
+
 Weight sync (`load_weights`): `rlkit.rollout.vllm_sync` says what is done and why; settings are
 checked by `rlkit.rollout.vllm_settings` (on the driver before Ray starts, and here).
 """
@@ -95,10 +101,14 @@ class VLLMEngine:
         memory_share: float = 0.0,
         max_model_len: int = 0,
         trust_remote_code: bool = False,
+        record_routes: bool = False,
     ) -> None:
         check_settings(model_path=model_path, device=device, tensor_parallel_size=tensor_parallel_size,
                        memory_share=memory_share, max_model_len=max_model_len, dtype=dtype,
-                       trust_remote_code=trust_remote_code)
+                       trust_remote_code=trust_remote_code, record_routes=record_routes)
+        self.record_routes = record_routes
+        if record_routes:  # vLLM's routed-experts output comes from its V2 model runner only
+            os.environ["VLLM_USE_V2_MODEL_RUNNER"] = "1"
         # the engine core in this process: in-place weight reload, the RNG guard of seeded calls and
         # errors as exceptions all rely on it (see the module docstring)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
@@ -133,6 +143,9 @@ class VLLMEngine:
                 enforce_eager=device == "cpu",  # CUDA graphs on GPUs; on CPU compiling costs more than it saves
                 enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                 generation_config="vllm",  # the sampling settings come from rlkit, never from the checkpoint
+                **({"enable_return_routed_experts": True} if record_routes else {}),
+                # on GPUs the engine can give its memory back while a colocated learner trains (`sleep`)
+                **({"enable_sleep_mode": True} if device == "cuda" else {}),
                 **memory,
             )
         except Exception as e:
@@ -191,9 +204,12 @@ class VLLMEngine:
                     torch.manual_seed(sampling.seed)
                 outputs = self._run(prompts, params)
         generated: dict[int, tuple[list[int], list[float]]] = {}
+        routed: dict[int, Any] = {}
         for s, out in zip(todo, outputs):
             completion = out.outputs[0]
             generated[s] = (list(completion.token_ids), _sampled_logprobs(completion))
+            if self.record_routes:
+                routed[s] = completion.routed_experts  # [positions, layers, K]
 
         rollouts = []
         for s, (req, _) in enumerate(samples):
@@ -213,6 +229,7 @@ class VLLMEngine:
                 else:
                     reason = FINISH_LENGTH
             ids = list(req.prefix_ids) + new_ids
+            routes = _routes(routed.get(s), len(req.prompt_ids) + len(ids) - 1) if self.record_routes else None
             rollouts.append(Rollout(
                 prompt_ids=list(req.prompt_ids),
                 completion_ids=ids,
@@ -221,6 +238,7 @@ class VLLMEngine:
                 finish_reason=reason,
                 text=self.tokenizer.decode([t for t in ids if t not in self.eos_ids], skip_special_tokens=True),
                 meta=dict(req.meta),
+                routes=routes,
             ))
         return rollouts
 
@@ -276,6 +294,17 @@ class VLLMEngine:
                 return j + 1
         return None
 
+    # -- colocation ----------------------------------------------------------------------
+    def sleep(self) -> None:
+        """GPU: free the KV cache and move the weights to CPU memory while the learner trains (vLLM's sleep
+        mode, level 1); on CPU nothing to give back. Not run here (no GPU was available)."""
+        if self.device == "cuda":
+            self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        if self.device == "cuda":
+            self.llm.wake_up()
+
     # -- weights -------------------------------------------------------------------------
     def load_weights(self, state_dict: dict[str, Any], version: int) -> None:
         """Replace the weights by the learner's (a transformers state dict) in the running engine and
@@ -284,6 +313,19 @@ class VLLMEngine:
         if not self.llm.reset_prefix_cache():
             raise RuntimeError("vLLM could not reset its prefix cache after a weight sync")
         self.version = version
+
+
+def _routes(routed, positions: int) -> torch.Tensor | None:
+    """vLLM's routed experts [n, layers, K] -> the Rollout's [positions, layers, K] int16: the input positions
+    (all but the last token); positions vLLM did not report (a repeat cut, a sample with no new token) are -1,
+    which the learner's replay leaves to the router."""
+    if routed is None:
+        return None
+    routed = torch.as_tensor(routed)[:positions].to(torch.int16)
+    if routed.shape[0] < positions:
+        pad = torch.full((positions - routed.shape[0], *routed.shape[1:]), -1, dtype=torch.int16)
+        routed = torch.cat([routed, pad])
+    return routed
 
 
 def _weightless_layer_notice(record: logging.LogRecord) -> bool:

@@ -26,7 +26,7 @@ def vllm_installed() -> bool:
 def check_settings(*, model_path: str, device: str = "cpu", tensor_parallel_size: int = 1,
                    memory_share: float = 0.0, max_model_len: int = 0, num_actors: int = 1,
                    dtype: str = "float32", trust_remote_code: bool = False, gpus_visible: int | None = None,
-                   **_: Any) -> None:
+                   record_routes: bool = False, **_: Any) -> None:
     """Everything about a vLLM engine's settings that can be known without starting one: vLLM
     installed, device and tensor-parallel size against the GPUs, memory share against free RAM and
     the KV cache of one full-length sequence, max_model_len against the model's context."""
@@ -39,6 +39,10 @@ def check_settings(*, model_path: str, device: str = "cpu", tensor_parallel_size
         raise ValueError(f"rollout.tensor_parallel_size must be >= 1, got {tensor_parallel_size}")
     if not 0.0 <= memory_share < 1.0:
         raise ValueError(f"rollout.memory_share must be in [0, 1) (0 = auto), got {memory_share}")
+    if record_routes and device == "cpu":
+        raise ValueError("rollout.engine=vllm cannot record MoE routes on CPU (routing replay): vLLM returns the "
+                         "experts it routed to only from its V2 model runner, which needs Triton, i.e. GPUs; use "
+                         "rollout.engine=hf on CPU")
     if device == "cpu" and tensor_parallel_size > 1:
         raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} needs GPUs (rollout.device=cuda); "
                          "a CPU engine runs in one process")

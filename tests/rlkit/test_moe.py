@@ -218,3 +218,12 @@ def test_routing_biases_travel_with_weight_sync_and_checkpoints(dsv3, tmp_path):
     restored = Learner(dsv3, LearnerConfig(lr=1e-6), AlgoConfig(bias_balance_speed=0.1))
     restored.load(tmp_path / "ckpt")
     assert all(torch.equal(r.e_score_correction_bias, b) for r, b in zip(moe.routers(restored.policy), biases))
+
+
+@pytest.mark.requires("vllm")
+def test_vllm_on_cpu_refuses_to_record_routes_before_ray_starts():
+    from rlkit.config import ModelConfig, RolloutConfig
+    from rlkit.rollout.engine import engine_setup
+
+    with pytest.raises(ValueError, match="V2 model runner, which needs Triton"):
+        engine_setup(RolloutConfig(engine="vllm"), ModelConfig(), seed=0, record_routes=True)
