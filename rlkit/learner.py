@@ -161,7 +161,10 @@ class Learner:
         kwargs = dict(temperature=self.temperature, top_p=self.top_p, router=self.is_moe)
         ref = self.model(ids, attn, paths=(), **kwargs)
         exact = next(self.policy.parameters()).dtype == torch.float32 and self.cfg.mixed_precision == "no"
-        tol = 1e-3 if exact else 5e-2
+        # fp32: every token within 1e-3. Half precision rounds differently along each path (up to ~0.1 on a
+        # token here), so there the mean must stay small and no token may be far off; a path that is wrong
+        # (a head scaled elsewhere, a mask ignored) is off by far more on most tokens
+        max_tol, mean_tol = (1e-3, 1e-3) if exact else (0.5, 2e-2)
         verified = {}
         for path in self._fast_paths():
             try:
@@ -171,9 +174,10 @@ class Learner:
                               "the learner does not use it")
                 verified[path] = False
                 continue
-            ok = out.path == path and bool(((out.logp - ref.logp).abs()[mask].max() <= tol).item())
+            diff = (out.logp.float() - ref.logp.float()).abs()[mask]
+            ok = out.path == path and float(diff.max()) <= max_tol and float(diff.mean()) <= mean_tol
             if ok and ref.aux_loss is not None and out.aux_loss is not None:
-                ok = abs(float(out.aux_loss) - float(ref.aux_loss)) <= tol * max(1.0, abs(float(ref.aux_loss)))
+                ok = abs(float(out.aux_loss) - float(ref.aux_loss)) <= mean_tol * max(1.0, abs(float(ref.aux_loss)))
             if not ok and out.path == path:
                 warnings.warn(f"the {path!r} forward does not reproduce this model's full forward; "
                               "the learner does not use it")

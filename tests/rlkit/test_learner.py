@@ -286,3 +286,9 @@ def test_optimizer_state_offloaded_between_steps_takes_the_same_steps(random_tin
         states.append(learner.state_dict())
     for k in states[0]:
         torch.testing.assert_close(states[1][k], states[0][k], atol=0, rtol=0, msg=k)
+
+
+def test_half_precision_keeps_the_fast_paths(random_tiny_model):
+    # bf16 rounds differently along each path (up to ~0.1 on a token); that alone must not cost the fast paths
+    learner = Learner(random_tiny_model, LearnerConfig(), AlgoConfig(), dtype="bfloat16")
+    assert learner.verified == {"tree": True, "shared_prefix": True, "plain": True}
