@@ -1,8 +1,9 @@
 """long2short: shorter answers from a long-CoT model at (nearly) the same accuracy.
 
 What it does (Kimi k1.5, arXiv 2501.12599, 2.4): starts from a long-CoT checkpoint
-(`long_model`; when none is given, the R1-Zero recipe trains one first from `rl.model.path`),
-samples it N times per training prompt and keeps each prompt's shortest correct answer (shortest
+(`long_model`; when none is given, one is made first as R1 makes its reasoning model: a cold-start
+SFT of `rl.model.path` on long chains of thought (`long_cold_start`, `long_sft`; skipped with
+`long_cold_start.samples=0`), then the R1-Zero recipe (`rl`)), samples it N times per training prompt and keeps each prompt's shortest correct answer (shortest
 rejection sampling, `sampling`), also writing DPO pairs (chosen = shortest correct, rejected =
 wrong or >= 1.5x longer). Then the configured `methods` run in order, each starting from the
 previous one's model:
@@ -16,13 +17,18 @@ Every model is measured on the same held-out set (`eval`). summary.json: `long` 
 last method's model), each with `accuracy` and `mean_length`, every method's figures, the
 relative length reduction and the accuracy change; report.png shows them side by side.
 
-Stages (resumable; a finished stage is not run again): long_rl -> shortest_sampling ->
-1_<method> -> 2_<method> ... -> evaluation.
+Stages (resumable; a finished stage is not run again): long_sft -> long_rl -> shortest_sampling
+-> 1_<method> -> 2_<method> ... -> evaluation.
 
 How it departs from the paper: k1.5 applies each method to its long-CoT model on its own and
 compares them; here they chain, each from the previous one's model (one method per run gives
 the separate comparison). On the tiny task the room to shorten is the concise habit the base
 learned beside the careful one: the same procedure without its plan and check (data/README.md).
+RL on that base drifts from the careful towards the concise form (0.24 / 0.06 of the base's
+samples, 0.52 / 0.45 after 100 R1-Zero steps), so a model trained by RL alone is only half long;
+the cold start of the long model renders the careful form for 82% of its rows and the concise
+one for 18%, which leaves it long (about 81% careful after RL) with short answers still among
+its samples for shortest rejection sampling to find.
 
 Launch:
     rlkit run long2short --config recipes/configs/long2short_tiny.yaml output_dir=runs/long2short_tiny
@@ -51,6 +57,8 @@ from rlkit.merge import merge_checkpoints  # noqa: E402
 from rlkit.models import load_tokenizer  # noqa: E402
 from rlkit.registry import Registry  # noqa: E402
 from rlkit.reports import write_model_bars, write_summary  # noqa: E402
+from rlkit.sft.config import ColdStartConfig  # noqa: E402
+from rlkit.sft.data import cold_start_rows  # noqa: E402
 from rlkit.stages import StageRunner, configured  # noqa: E402
 
 r1_zero_recipe = load_recipe("r1_zero")
@@ -68,10 +76,12 @@ class Config:
     output_dir: str = "runs/long2short"
     seed: int = 0
     resume: bool = True  # finished stages are not run again
-    long_model: str = ""  # an RL-trained long-CoT HF checkpoint; "" = train one with `rl` first
-    methods: list[str] = field(default_factory=lambda: ["shortest_sft", "dpo"])  # in order; also merge, length_rl
+    long_model: str = ""  # an RL-trained long-CoT HF checkpoint; "" = make one (long_cold_start, long_sft, rl)
+    methods: list[str] = field(default_factory=lambda: ["shortest_sft"])  # in order; also dpo, merge, length_rl
     merge_weight: float = 0.5  # merge: weight of the long model
+    long_cold_start: ColdStartConfig = field(default_factory=ColdStartConfig)  # samples=0: no cold start
     # Stage configs: their output_dir, model path and data files are set by this recipe.
+    long_sft: sft_recipe.Config = field(default_factory=sft_recipe.Config)
     rl: r1_zero_recipe.Config = field(default_factory=r1_zero_recipe.Config)
     sampling: rejection_recipe.Config = field(default_factory=rejection_recipe.Config)
     sft: sft_recipe.Config = field(default_factory=sft_recipe.Config)
@@ -138,19 +148,27 @@ def main(cfg: Config) -> dict:
     # -------------------------------------------------------------------------- stages
     long_model = cfg.long_model
     if not long_model:
+        start = cfg.rl.model.path
+        if cfg.long_cold_start.samples > 0 or cfg.long_cold_start.data:
+            def cold_start(stage_dir: Path) -> dict:
+                data = cold_start_rows(cfg.long_cold_start, stage_dir / "cold_start.jsonl", cfg.seed)
+                return sft_recipe.main(configured(cfg.long_sft, output_dir=str(stage_dir / "sft"), eval_before=False,
+                                                  **{"model.path": start, "data.train": data, "eval.test": ""}))
+            start = timed("long_sft", cold_start, {"cold_start": cfg.long_cold_start, "sft": cfg.long_sft,
+                                                   "base": start})["checkpoint"]
+
         def train_long(stage_dir: Path) -> dict:
-            r1_zero_recipe.main(configured(cfg.rl, output_dir=str(stage_dir), resume=True))
+            r1_zero_recipe.main(configured(cfg.rl, output_dir=str(stage_dir), resume=True, **{"model.path": start}))
             return {"checkpoint": str(checkpoint.latest(stage_dir))}
-        long_model = timed("long_rl", train_long, cfg.rl)["checkpoint"]
+        long_model = timed("long_rl", train_long, {"rl": cfg.rl, "from": start})["checkpoint"]
 
     def sample_shortest(stage_dir: Path) -> dict:
         out = rejection_recipe.main(configured(cfg.sampling, output_dir=str(stage_dir),
-                                               **{"model.path": long_model, "rejection.pairs": "dpo" in cfg.methods}))
+                                               **{"model.path": long_model, "rejection.pairs": True}))
         return {**out, "model": long_model, "dataset": str(stage_dir / "dataset.jsonl"),
                 "pairs_file": str(stage_dir / "pairs.jsonl")}
 
-    shortest = timed("shortest_sampling", sample_shortest, {"sampling": cfg.sampling, "long": long_model,
-                                                            "pairs": "dpo" in cfg.methods})
+    shortest = timed("shortest_sampling", sample_shortest, {"sampling": cfg.sampling, "long": long_model})
     current, produced = long_model, []
     for i, name in enumerate(cfg.methods, start=1):
         stage_config = {"method": name, "from": current, "sft": cfg.sft if name == "shortest_sft" else None,

@@ -55,7 +55,8 @@ from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
 from rlkit.models import load_tokenizer  # noqa: E402
 from rlkit.reports import write_model_bars, write_summary  # noqa: E402
 from rlkit.stages import StageRunner, configured, read_curve  # noqa: E402
-from rlkit.tasks import arithmetic  # noqa: E402
+from rlkit.sft.config import ColdStartConfig  # noqa: E402
+from rlkit.sft.data import cold_start_rows  # noqa: E402
 
 r1_zero_recipe = load_recipe("r1_zero")
 rejection_recipe = load_recipe("rejection_sampling")
@@ -63,18 +64,6 @@ sft_recipe = load_recipe("sft")
 
 
 # ----------------------------------------------------------------------------- config
-@dataclass
-class ColdStartConfig:
-    data: str = ""  # prompt/completion or messages dataset; "" = render samples with the task generator
-    prompts: str = "data/tiny_math/train.jsonl"  # prompts of the task (rendered when data is "")
-    samples: int = 400
-    kind: str = "careful"  # the procedure rendered (rlkit.tasks.arithmetic.COMPLETION_KINDS)
-
-    def validate(self) -> None:
-        if not self.data and self.kind not in arithmetic.COMPLETION_KINDS:
-            raise ValueError(f"cold_start.kind must be one of {arithmetic.COMPLETION_KINDS}, got {self.kind!r}")
-
-
 @dataclass
 class Config:
     output_dir: str = "runs/r1_pipeline"
@@ -135,7 +124,7 @@ def main(cfg: Config) -> dict:
 
     # -------------------------------------------------------------------------- stages
     def cold_start(stage_dir: Path) -> dict:
-        data = cfg.cold_start.data or write_cold_start(cfg.cold_start, stage_dir / "cold_start.jsonl", cfg.seed)
+        data = cold_start_rows(cfg.cold_start, stage_dir / "cold_start.jsonl", cfg.seed)
         return sft(configured(cfg.cold_start_sft, output_dir=str(stage_dir / "sft")), cfg.base, data)
 
     stage1 = timed("1_cold_start_sft", cold_start, {"cold_start": cfg.cold_start, "sft": cfg.cold_start_sft,
@@ -199,14 +188,6 @@ def main(cfg: Config) -> dict:
     if zero is not None:
         print(f"r1_pipeline: cold-start claim {summary['cold_start_claim']}")
     return summary
-
-
-def write_cold_start(cs: ColdStartConfig, path: Path, seed: int) -> str:
-    """A few hundred readable long CoTs: the task generator's `kind` completion for sampled training prompts."""
-    rows = load_rows(cs.prompts, required=["prompt"])
-    picked = random.Random(seed).sample(rows, min(cs.samples, len(rows)))
-    arithmetic.write_sft_jsonl([arithmetic.Problem.from_prompt(r["prompt"]) for r in picked], cs.kind, path)
-    return str(path)
 
 
 def mix(reasoning: str, extra: str, path: Path, seed: int) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -42,9 +42,28 @@ class OptimConfig:
 @dataclass
 class DPOConfig:
     beta: float = 0.1
+    nll_coef: float = 0.0  # weight of the chosen answers' NLL added to the DPO loss (RPO; 0 = plain DPO)
+    length_normalize: bool = False  # per-token mean log-probs instead of sums (no reward for ending early)
     pairs: str = ""  # JSONL with prompt, chosen, rejected columns
     prompt_column: str = "prompt"
     chosen_column: str = "chosen"
     rejected_column: str = "rejected"
     template: str = "r1_zero"
     max_length: int = 0  # 0 = the model's context length; longer pairs are an error naming the count
+
+
+@dataclass
+class ColdStartConfig:
+    """Where a cold start's SFT rows come from: a dataset, or rendered by the arithmetic task generator."""
+
+    data: str = ""  # prompt/completion or messages dataset; "" = render rows with the task generator
+    prompts: str = "data/tiny_math/train.jsonl"  # the task's prompts to render completions for
+    samples: int = 400  # rows rendered (a seeded sample of the prompts)
+    kinds: dict[str, float] = field(default_factory=lambda: {"careful": 1.0})  # habit -> share of the rows
+
+    def validate(self) -> None:
+        from rlkit.tasks.arithmetic import COMPLETION_KINDS
+
+        unknown = sorted(set(self.kinds) - set(COMPLETION_KINDS))
+        if not self.data and (unknown or not self.kinds):
+            raise ValueError(f"cold start kinds must be some of {COMPLETION_KINDS}, got {sorted(self.kinds)}")

@@ -235,3 +235,18 @@ def check_same_tokenizer(teacher_path: str, student_path: str) -> None:
             f"differ (teacher vs student), e.g. {'; '.join(diff[:5])}. Use a student built with the teacher's "
             "tokenizer (for the tiny task: recipes/configs/pretrain_tiny_base_dense.yaml)"
         )
+
+
+def cold_start_rows(cfg, path, seed: int = 0) -> str:
+    """The cold start's SFT dataset: `cfg.data` as given, or `cfg.samples` training prompts of the
+    arithmetic task rendered with habits drawn from `cfg.kinds` (a `ColdStartConfig`), written to `path`."""
+    from rlkit.data import load_rows
+    from rlkit.tasks import arithmetic
+
+    if cfg.data:
+        return cfg.data
+    rows = load_rows(cfg.prompts, required=["prompt"])
+    picked = random.Random(seed).sample(rows, min(cfg.samples, len(rows)))
+    problems = [arithmetic.Problem.from_prompt(str(r["prompt"])) for r in picked]
+    arithmetic.write_sft_jsonl(problems, dict(cfg.kinds), path, seed=seed)
+    return str(path)

@@ -33,9 +33,10 @@ def sft_loss(logp: torch.Tensor, loss_mask: torch.Tensor, total_tokens: float) -
     return -(logp * loss_mask).sum() / total_tokens
 
 
-def sequence_logprob(logp: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Sum of the completion tokens' log-probs per row: [N, L-1] -> [N]."""
-    return (logp * loss_mask).sum(dim=1)
+def sequence_logprob(logp: torch.Tensor, loss_mask: torch.Tensor, *, mean: bool = False) -> torch.Tensor:
+    """Sum (or, with `mean`, average) of the completion tokens' log-probs per row: [N, L-1] -> [N]."""
+    total = (logp * loss_mask).sum(dim=1)  # [N]
+    return total / loss_mask.sum(dim=1).clamp(min=1) if mean else total
 
 
 def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,

@@ -74,11 +74,16 @@ class SupervisedLearner:
         return metrics
 
     def dpo_step(self, chosen: SFTBatch, rejected: SFTBatch, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
-                 beta: float) -> dict[str, float]:
+                 beta: float, nll_coef: float = 0.0, length_normalize: bool = False) -> dict[str, float]:
         """One optimizer step of the DPO loss over pairs (row i of `chosen` with row i of `rejected`);
-        ref_*: [N] reference sequence log-probs of the same rows (`sequence_logprobs` before training)."""
+        ref_*: [N] reference sequence log-probs of the same rows (`sequence_logprobs` before training).
+        `nll_coef` > 0 adds that times the chosen completions' token-mean NLL (the RPO form, arXiv
+        2404.19733), which keeps DPO from lowering the chosen answers along with the rejected ones.
+        `length_normalize` compares per-token mean log-probs instead of sums (ref_* must then be means
+        too): a sum rewards ending early, which DPO between short and long answers otherwise learns."""
         n = len(chosen)
-        sums: dict[str, float] = {"moe/aux_loss": 0.0}
+        chosen_tokens = float(chosen.loss_mask.sum())
+        sums: dict[str, float] = {"moe/aux_loss": 0.0, "dpo/chosen_nll": 0.0}
         chunks = self._chunks(n)
         for i, rows in enumerate(chunks):
             device = self.accelerator.device
@@ -86,13 +91,18 @@ class SupervisedLearner:
             with self._sync(i == len(chunks) - 1):
                 logp_c, out_c = token_logprobs(self.model, c.input_ids, c.attention_mask, with_router=self.is_moe)
                 logp_r, out_r = token_logprobs(self.model, r.input_ids, r.attention_mask, with_router=self.is_moe)
-                loss, metrics = dpo_loss(sequence_logprob(logp_c, c.loss_mask), sequence_logprob(logp_r, r.loss_mask),
+                loss, metrics = dpo_loss(sequence_logprob(logp_c, c.loss_mask, mean=length_normalize),
+                                         sequence_logprob(logp_r, r.loss_mask, mean=length_normalize),
                                          ref_chosen[rows].to(device), ref_rejected[rows].to(device), beta)
                 share = len(c) / n
                 loss = loss * share  # the mean over the whole batch of pairs
                 for k, v in metrics.items():
                     sums[k] = sums.get(k, 0.0) + v * share
                 sums["dpo/loss"] = sums.get("dpo/loss", 0.0) + float(loss.detach())
+                nll = sft_loss(logp_c, c.loss_mask, chosen_tokens)  # this chunk's share of the batch's token mean
+                sums["dpo/chosen_nll"] += float(nll.detach())
+                if nll_coef > 0:
+                    loss = loss + nll_coef * nll
                 loss = loss + self._aux(out_c, sums, share=share / 2) + self._aux(out_r, sums, share=share / 2)
                 self.accelerator.backward(loss)
         metrics = self._optimizer_step()
@@ -100,8 +110,8 @@ class SupervisedLearner:
         return metrics
 
     @torch.no_grad()
-    def sequence_logprobs(self, batch: SFTBatch, *, reference: bool = False) -> torch.Tensor:
-        """Completion log-probs summed per row, [N], under the policy or the frozen reference."""
+    def sequence_logprobs(self, batch: SFTBatch, *, reference: bool = False, mean: bool = False) -> torch.Tensor:
+        """Completion log-probs summed (or averaged, `mean`) per row, [N], under the policy or the frozen reference."""
         model = self.ref_model if reference else self.model
         if model is None:
             raise ValueError("this learner was built without a reference model")
@@ -112,7 +122,7 @@ class SupervisedLearner:
             for rows in self._chunks(len(batch)):
                 mb = _to(batch.select(rows), self.accelerator.device)
                 logp, _ = token_logprobs(model, mb.input_ids, mb.attention_mask)
-                out.append(sequence_logprob(logp, mb.loss_mask).cpu())
+                out.append(sequence_logprob(logp, mb.loss_mask, mean=mean).cpu())
         finally:
             model.train(was_training)
         return torch.cat(out)

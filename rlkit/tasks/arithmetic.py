@@ -210,14 +210,17 @@ def write_jsonl(problems: Iterable[Problem], path: str | Path) -> None:
             f.write(json.dumps(p.row()) + "\n")
 
 
-def write_sft_jsonl(problems: Iterable[Problem], kind: str, path: str | Path) -> None:
-    """Supervised rows (prompt, completion, answer) with the ``kind`` completion of each problem:
-    e.g. the cold-start set of readable careful chains of thought."""
+def write_sft_jsonl(problems: Iterable[Problem], kinds: str | dict[str, float], path: str | Path,
+                    seed: int = 0) -> None:
+    """Supervised rows (prompt, completion, answer): each problem's completion of one habit (``kinds``
+    a name, e.g. the cold-start set of readable careful chains of thought), or of a habit drawn per
+    problem from ``kinds`` as shares (e.g. ``{"careful": 0.8, "concise": 0.2}``)."""
+    shares = {kinds: 1.0} if isinstance(kinds, str) else kinds
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
-        for p in problems:
-            f.write(json.dumps({"prompt": p.prompt, "completion": render_completion(p, kind), "answer": p.answer}) + "\n")
+        for p, _, completion in corpus_completions(problems, seed, shares):
+            f.write(json.dumps({"prompt": p.prompt, "completion": completion, "answer": p.answer}) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

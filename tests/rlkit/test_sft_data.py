@@ -120,3 +120,23 @@ def test_different_tokenizers_name_the_tokens_that_differ(random_tiny_model):
         check_same_tokenizer(TINY_MOE, random_tiny_model)
     msg = str(e.value)
     assert "different tokenizers" in msg and "tokens differ" in msg and "id " in msg
+
+
+def test_cold_start_rows_render_the_task_habits_in_their_shares(tmp_path):
+    from rlkit.sft.config import ColdStartConfig
+    from rlkit.sft.data import cold_start_rows
+    from rlkit.tasks import arithmetic
+
+    prompts = _write(tmp_path / "p.jsonl", [{"prompt": f"What is {a} + {b}?", "answer": str(a + b)}
+                                            for a in range(10, 60) for b in range(40, 50)])
+    cfg = ColdStartConfig(prompts=prompts, samples=400, kinds={"careful": 0.75, "concise": 0.25})
+    path = cold_start_rows(cfg, tmp_path / "cold.jsonl", seed=0)
+    rows = [json.loads(line) for line in open(path)]
+    assert len(rows) == 400 and len({r["prompt"] for r in rows}) == 400
+    for r in rows:
+        p = arithmetic.Problem.from_prompt(r["prompt"])
+        assert r["answer"] == str(p.a + p.b)
+        assert r["completion"] in (arithmetic.render_completion(p, "careful"), arithmetic.render_completion(p, "concise"))
+    concise = sum(r["completion"].startswith(arithmetic.CONCISE_OPENING) for r in rows)
+    assert 60 <= concise <= 140  # 25% of 400 = 100, sd ~ 8.7
+    assert cold_start_rows(ColdStartConfig(data="given.jsonl"), tmp_path / "x.jsonl") == "given.jsonl"

@@ -23,6 +23,9 @@ def test_sft_loss_is_the_token_mean_nll_of_completion_tokens():
     parts = sft_loss(logp[:1], mask[:1], 3.0) + sft_loss(logp[1:], mask[1:], 3.0)
     assert parts.item() == pytest.approx(sft_loss(logp, mask, 3.0).item())
     assert sequence_logprob(logp, mask).tolist() == pytest.approx([math.log(0.25 * 0.125), math.log(0.5)])
+    # per-token mean: (ln .25 + ln .125) / 2 and ln .5 / 1
+    assert sequence_logprob(logp, mask, mean=True).tolist() == pytest.approx([math.log(0.25 * 0.125) / 2,
+                                                                             math.log(0.5)])
 
 
 def test_dpo_loss_by_hand():
@@ -99,19 +102,19 @@ def test_dpo_steps_raise_the_chosen_over_the_rejected(random_tiny_model):
     assert last["dpo/margin"] > 0.5 and last["dpo/loss"] < first["dpo/loss"]
 
 
-def test_saved_checkpoint_is_plain_hf_and_resumes(random_tiny_model, tmp_path):
-    from transformers import AutoModelForCausalLM
-
+def test_dpo_nll_term_adds_the_chosen_token_mean_nll(random_tiny_model):
     tok, examples = _examples(random_tiny_model)
-    batch = collate(examples, tok.pad_token_id)
-    cfg = OptimConfig(lr=1e-3, batch_size=4, threads=1)
-    learner = SupervisedLearner(random_tiny_model, cfg, total_steps=5)
-    for _ in range(3):
-        learner.sft_step(batch)
-    learner.save(tmp_path / "ckpt")
-    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "ckpt")
-    for (name, a), b in zip(learner.model.state_dict().items(), loaded.state_dict().values()):
-        assert torch.equal(a, b), name
-    other = SupervisedLearner(random_tiny_model, cfg, total_steps=5)
-    assert other.load(tmp_path / "ckpt") == 3
-    assert Path(tmp_path / "ckpt" / "learner_state.pt").exists()
+    chosen, rejected = collate(examples[:2], tok.pad_token_id), collate(examples[2:], tok.pad_token_id)
+    out = {}
+    for coef in (0.0, 0.5):
+        cfg = OptimConfig(lr=0.0, batch_size=2, micro_batch_size=1, threads=1, router_aux_coef=0.0, max_grad_norm=0.0)
+        learner = SupervisedLearner(random_tiny_model, cfg, total_steps=1, reference=True)
+        ref_c = learner.sequence_logprobs(chosen, reference=True, mean=True)
+        ref_r = learner.sequence_logprobs(rejected, reference=True, mean=True)
+        expected_nll = -float(learner.sequence_logprobs(chosen).sum() / chosen.loss_mask.sum())
+        out[coef] = learner.dpo_step(chosen, rejected, ref_c, ref_r, beta=2.0, nll_coef=coef, length_normalize=True)
+        assert out[coef]["dpo/chosen_nll"] == pytest.approx(expected_nll, rel=1e-5)
+    # lr 0: the policy is the reference, so the DPO part is log 2 either way; the NLL term changes the gradient
+    assert out[0.0]["dpo/loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert out[0.5]["dpo/loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert out[0.5]["grad_norm"] != pytest.approx(out[0.0]["grad_norm"], rel=0.05)
