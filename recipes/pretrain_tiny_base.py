@@ -38,13 +38,18 @@ How it departs from usual pretraining:
   loss is divided by a constant, not by the batch's own token count, and gradients are not
   clipped: either would weigh the tokens of short and long batches differently and skew the
   habit the base prefers (clipping at 1.0 halved the careful share in a trial run).
-- The MoE load-balancing loss is added, measured over real (non-padding) tokens.
+- The MoE load-balancing loss is added, measured over real (non-padding) tokens. The
+  DeepSeek-V3-shaped base (`model.kind: deepseek_v3`) is balanced as DeepSeek-V3 was instead:
+  routing-bias steps after every optimizer step plus a tiny sequence-wise loss (`rlkit.moe`).
 
 Launch (writes data/models/tiny-moe and data/tiny_math; about 9 minutes on 2 CPU cores
 shared with other work, less on an idle pair):
     rlkit run pretrain_tiny_base --config recipes/configs/pretrain_tiny_base.yaml
 The dense student (data/models/tiny-dense, same corpus and tokenizer, splits not rewritten):
     rlkit run pretrain_tiny_base --config recipes/configs/pretrain_tiny_base_dense.yaml
+A DeepSeek-V3-shaped MoE (data/models/tiny-dsv3: MLA, a shared expert, a dense first layer,
+sigmoid routing with a bias; same corpus and tokenizer, splits not rewritten):
+    rlkit run pretrain_tiny_base --config recipes/configs/pretrain_tiny_base_deepseek_v3.yaml
 """
 
 from __future__ import annotations
@@ -64,10 +69,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
-from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeForCausalLM  # noqa: E402
+from transformers import (DeepseekV3Config, DeepseekV3ForCausalLM, GenerationConfig, Qwen3Config,  # noqa: E402
+                          Qwen3ForCausalLM, Qwen3MoeForCausalLM)
 from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func  # noqa: E402
 
 import rewards  # noqa: E402
+from rlkit import moe as moe_util  # noqa: E402
 from rlkit.models import tiny_moe_config  # noqa: E402
 from rlkit.tasks import arithmetic  # noqa: E402
 from rlkit.tasks.tokenizer import build_tokenizer  # noqa: E402
@@ -78,7 +85,7 @@ TEMPLATE = "r1_zero"
 
 @dataclass
 class ModelShape:
-    kind: str = "moe"  # moe (Qwen3-MoE) | dense (Qwen3)
+    kind: str = "moe"  # moe (Qwen3-MoE) | dense (Qwen3) | deepseek_v3 (MLA, shared expert, sigmoid routing)
     hidden_size: int = 128
     num_layers: int = 3  # with 2 layers copying the 4-digit Result into the answer failed ~14% of the time
     num_heads: int = 4
@@ -89,6 +96,18 @@ class ModelShape:
     intermediate_size: int = 384  # the MLP width of a dense model (unused by the MoE)
     max_position_embeddings: int = 256  # template <= 86 tokens + completion <= 96 fits with room
     router_aux_loss_coef: float = 0.01
+    # deepseek_v3 only: latent attention, the shared expert, dense first layers, group-limited sigmoid
+    # routing, balanced as DeepSeek-V3 was (routing-bias steps plus a tiny sequence-wise loss, no aux loss)
+    kv_lora_rank: int = 32
+    qk_nope_head_dim: int = 16
+    qk_rope_head_dim: int = 16
+    v_head_dim: int = 32
+    n_shared_experts: int = 1
+    first_k_dense: int = 1
+    n_group: int = 2
+    topk_group: int = 1
+    bias_balance_speed: float = 0.001
+    seq_balance_coef: float = 0.0001
 
 
 @dataclass
@@ -177,10 +196,27 @@ def main(cfg: Config) -> None:
     print(f"corpus completion tokens (mean of 3000, incl. EOS): {mean_len}")
 
     m = cfg.model
-    if m.kind not in ("moe", "dense"):
-        raise ValueError(f"model.kind must be moe or dense, got {m.kind!r}")
+    if m.kind not in ("moe", "dense", "deepseek_v3"):
+        raise ValueError(f"model.kind must be moe, dense or deepseek_v3, got {m.kind!r}")
     moe = m.kind == "moe"
-    if moe:
+    deepseek = m.kind == "deepseek_v3"
+    if deepseek:
+        model_cfg = DeepseekV3Config(
+            vocab_size=len(tok), hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+            moe_intermediate_size=m.expert_intermediate_size, num_hidden_layers=m.num_layers,
+            num_attention_heads=m.num_heads, num_key_value_heads=m.num_heads, n_shared_experts=m.n_shared_experts,
+            n_routed_experts=m.num_experts, num_experts_per_tok=m.experts_per_token, n_group=m.n_group,
+            topk_group=m.topk_group, first_k_dense_replace=m.first_k_dense, routed_scaling_factor=1.0,
+            kv_lora_rank=m.kv_lora_rank, q_lora_rank=None, qk_nope_head_dim=m.qk_nope_head_dim,
+            qk_rope_head_dim=m.qk_rope_head_dim, v_head_dim=m.v_head_dim,
+            max_position_embeddings=m.max_position_embeddings, tie_word_embeddings=True,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
+            # how DeepSeek's own configs name the routing transformers always does (vLLM reads these)
+            topk_method="noaux_tc", scoring_func="sigmoid",
+        )
+        model = DeepseekV3ForCausalLM(model_cfg)
+        balancer = moe_util.BiasBalancer(model, m.bias_balance_speed)
+    elif moe:
         model_cfg = tiny_moe_config(
             # intermediate_size is the dense MLP's, unused: every layer is a sparse MoE layer.
             len(tok), hidden_size=m.hidden_size, intermediate_size=2 * m.hidden_size,
@@ -202,7 +238,7 @@ def main(cfg: Config) -> None:
         model = Qwen3ForCausalLM(model_cfg)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f}M parameters, "
-          f"{f'{m.num_experts} experts top-{m.experts_per_token}' if moe else 'dense'}, "
+          f"{f'{m.num_experts} experts top-{m.experts_per_token}' if moe or deepseek else 'dense'}, "
           f"{m.num_layers} layers, hidden {m.hidden_size}")
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -240,13 +276,13 @@ def main(cfg: Config) -> None:
         # No attention mask: padding is on the right, so the causal mask already keeps it out of
         # every real token's view.
         router = {"output_router_logits": True} if moe else {}
-        if step < cfg.bare_steps:
-            out = model(input_ids=ids, **router)
-        else:
+        if step >= cfg.bare_steps:
             with torch.no_grad():
                 cache = model(input_ids=preamble_ids, use_cache=True).past_key_values
             cache.batch_repeat_interleave(len(batch))
-            out = model(input_ids=ids, past_key_values=cache, use_cache=True, **router)
+            router.update(past_key_values=cache, use_cache=True)
+        with moe_util.capture(model) as routed:  # the routers' choices, for DeepSeek-V3's balancing
+            out = model(input_ids=ids, **router)
         # Position t predicts token t+1; the last question token predicts the first completion token.
         logits = out.logits[:, :-1]  # [B, T-1, V]
         target, weight = ids[:, 1:], loss_mask[:, 1:]  # [B, T-1]
@@ -259,6 +295,12 @@ def main(cfg: Config) -> None:
         aux_loss = (load_balancing_loss_func(out.router_logits, m.num_experts, m.experts_per_token, real)
                     if moe else torch.zeros(()))
         loss = lm_loss + m.router_aux_loss_coef * aux_loss
+        if deepseek:
+            layers = [routed.layer(i) for i in range(len(routed))]
+            aux_loss = moe_util.sequence_balance_loss(tuple(lg for lg, _ in layers), tuple(e for _, e in layers), real,
+                                                      m.experts_per_token)
+            loss = lm_loss + m.seq_balance_coef * aux_loss
+            balancer.add(moe_util.expert_loads(tuple(e for _, e in layers), real, m.num_experts))
 
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
@@ -267,6 +309,8 @@ def main(cfg: Config) -> None:
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)
         clipped += int(cfg.grad_clip > 0 and grad_norm > cfg.grad_clip)
         opt.step()
+        if deepseek:
+            balancer.update()
         running["all"].append(lm_loss.item())
         with torch.no_grad():  # the procedure and the guess are learned at different speeds: watch both
             per_seq = (nll * weight).sum(1) / weight.sum(1).clamp(min=1)  # [B]

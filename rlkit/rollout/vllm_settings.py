@@ -54,6 +54,7 @@ def check_settings(*, model_path: str, device: str = "cpu", tensor_parallel_size
             raise ValueError(f"rollout.tensor_parallel_size={tensor_parallel_size} x rollout.num_actors={num_actors} "
                              f"needs {tensor_parallel_size * num_actors} GPUs; {gpus} visible")
     context = model_context(model_path, max_model_len, trust_remote_code)
+    _check_latent_attention(model_path, device, trust_remote_code)
     if device == "cpu":
         kv_bytes = int((memory_share or CPU_MEMORY_SHARE) * total_ram())
         free = _available_ram()
@@ -68,6 +69,28 @@ def check_settings(*, model_path: str, device: str = "cpu", tensor_parallel_size
                 f"rollout.memory_share={memory_share}: a KV cache of {kv_bytes / 2**20:.1f} MiB holds "
                 f"{kv_bytes // per_token} tokens, fewer than one sequence of rollout.max_model_len={context}; "
                 "raise rollout.memory_share or lower rollout.max_model_len")
+
+
+def _check_latent_attention(model_path: str, device: str, trust_remote_code: bool) -> None:
+    """DeepSeek-V3-style models: what vLLM reads differently from transformers, refused before Ray starts.
+
+    transformers' DeepseekV3 always routes with sigmoid scores and a routing bias; vLLM does so only
+    when the config says `topk_method: noaux_tc` and `scoring_func: sigmoid` (DeepSeek's own configs
+    do; one saved by transformers alone need not), and would otherwise route with softmax and no bias,
+    a different policy. On CPU, vLLM's latent-attention kernel exists for one cache width only."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    if getattr(cfg, "model_type", "") != "deepseek_v3":
+        return
+    if getattr(cfg, "topk_method", None) != "noaux_tc" or getattr(cfg, "scoring_func", None) != "sigmoid":
+        raise ValueError(f"{model_path}: vLLM routes a DeepSeek-V3 config without topk_method: noaux_tc and "
+                         "scoring_func: sigmoid by softmax and without its routing bias, unlike the model; add both "
+                         "to its config.json, or use rollout.engine=hf")
+    width = getattr(cfg, "kv_lora_rank", 0) + getattr(cfg, "qk_rope_head_dim", 0)
+    if device == "cpu" and width != 576:
+        raise ValueError(f"{model_path}: vLLM's CPU latent-attention kernel serves kv_lora_rank + qk_rope_head_dim = "
+                         f"576 (DeepSeek-V3's 512 + 64) only, this model has {width}; use rollout.engine=hf on CPU")
 
 
 def model_context(model_path: str, max_model_len: int, trust_remote_code: bool = False) -> int:
