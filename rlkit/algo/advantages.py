@@ -12,6 +12,9 @@ gives that value to every token of the output.
               always wrong. Also Kimi k1.5's baseline (arXiv:2501.12599).
 - ``rloo``    leave-one-out: A_i = r_i - mean_{j != i}(r_j) = (r_i - mean(r)) * G / (G - 1).
 
+Every one of them needs G >= 2: a lone sample is its own baseline, so its advantage is 0
+and nothing would train (``check_group_size`` says so before any sampling starts).
+
 New estimators register in ``ADVANTAGE_ESTIMATORS`` with the signature
 ``fn(grouped: Tensor[B, G], *, eps: float) -> Tensor[B, G]``.
 """
@@ -44,12 +47,18 @@ def as_groups(values: Tensor | Sequence[float], group_size: int, *, name: str = 
     return values.reshape(n // group_size, group_size)  # [B, G]
 
 
+def check_group_size(group_size: int, estimator: str = "grpo") -> None:
+    """Refuse G < 2 for a group-relative estimator, naming the setting to change."""
+    if group_size < 2:
+        raise ValueError(
+            f"{estimator} needs group_size >= 2: its baseline is the other samples of the same prompt, so with "
+            f"group_size={group_size} every advantage is 0 and nothing trains (set rollout.group_size to 2 or more)"
+        )
+
+
 @ADVANTAGE_ESTIMATORS.register("grpo")
 def _grpo(grouped: Tensor, *, eps: float) -> Tensor:
     centred = grouped - grouped.mean(dim=1, keepdim=True)  # [B, G]
-    if grouped.shape[1] == 1:
-        # A single sample has no spread; its centred reward is already 0.
-        return centred
     std = grouped.std(dim=1, keepdim=True, unbiased=True)  # [B, 1]
     return centred / (std + eps)  # [B, G]
 
@@ -62,8 +71,6 @@ def _dr_grpo(grouped: Tensor, *, eps: float) -> Tensor:
 @ADVANTAGE_ESTIMATORS.register("rloo")
 def _rloo(grouped: Tensor, *, eps: float) -> Tensor:
     g = grouped.shape[1]
-    if g < 2:
-        raise ValueError(f"rloo needs group_size >= 2 (a leave-one-out baseline), got {g}")
     total = grouped.sum(dim=1, keepdim=True)  # [B, 1]
     return grouped - (total - grouped) / (g - 1)  # [B, G]
 
@@ -88,9 +95,10 @@ def group_advantages(
     """
     fn = ADVANTAGE_ESTIMATORS.get(estimator)
     grouped = as_groups(rewards, group_size)  # [B, G]
+    check_group_size(group_size, estimator)
     if not grouped.is_floating_point():
         grouped = grouped.float()
     return fn(grouped, eps=eps).reshape(-1)  # [N]
 
 
-__all__ = ["ADVANTAGE_ESTIMATORS", "as_groups", "group_advantages"]
+__all__ = ["ADVANTAGE_ESTIMATORS", "as_groups", "check_group_size", "group_advantages"]
