@@ -4,11 +4,22 @@ A recipe declares its config as a (nested) dataclass. ``load(Config, "x.yaml", [
 reads the YAML, applies the dotted overrides and builds the dataclass, checking every value
 against its annotation. An unknown key or a wrong type is a ``ConfigError`` that names the key
 and where it came from (the file, or the command line), so a typo never runs silently.
+
+A field's documentation is the comment written beside it (or, for a long one, the comment lines
+right above it); ``describe`` reads them from the source for ``rlkit run <recipe> --help``.
+``config_file()`` is the file ``load`` read last: relative input paths are also looked up from
+its folder (``rlkit.inputs``).
 """
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import functools
+import inspect
+import io
+import textwrap
+import tokenize
 import types
 import typing
 from pathlib import Path
@@ -39,6 +50,7 @@ def load(cls: type, yaml_path: str | Path | None = None, overrides: list[str] | 
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(loaded).__name__}")
         raw = loaded
+        _remember_config_file(path)
     origins: dict[str, str] = {}
     for item in overrides:
         key, value = _parse_override(item)
@@ -107,7 +119,9 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str, origins: dict[str, 
         try:
             validate()
         except ValueError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            # a check across keys cannot tell which of them came from the command line: name the file only
+            # when nothing did
+            raise ConfigError(f"{e}" if origins else f"{source}: {e}") from None
     return obj
 
 
@@ -179,6 +193,122 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def check_choice(key: str, value: str, choices: typing.Iterable[str], kind: str) -> None:
+    """A name looked up in a registry (or a fixed set) at run time, checked when the config is built."""
+    choices = sorted(choices)
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not a known {kind}; choose one of: {', '.join(choices)}")
+
+
+# ---------------------------------------------------------------------------------------
+# Field documentation: the comments beside the fields, for `rlkit run <recipe> --help`.
+# ---------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FieldHelp:
+    key: str  # dotted key, e.g. "rollout.group_size"
+    type: str  # as written for the user: int, str, bool, list[str], ddp | fsdp ...
+    value: Any  # the default, or the value a loaded config gives it
+    doc: str  # the field's comment, on one line ("" when it has none)
+
+
+def describe(cfg_or_cls: Any, prefix: str = "") -> list[FieldHelp]:
+    """Every leaf key of a (nested) config dataclass, in declaration order, with type, value and doc."""
+    cls = cfg_or_cls if isinstance(cfg_or_cls, type) else type(cfg_or_cls)
+    instance = None if isinstance(cfg_or_cls, type) else cfg_or_cls
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    out: list[FieldHelp] = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if instance is not None:
+            value = getattr(instance, f.name)
+        elif f.default is not dataclasses.MISSING:
+            value = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        else:
+            value = dataclasses.MISSING
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            out += describe(value if dataclasses.is_dataclass(value) else tp, prefix=f"{prefix}{f.name}.")
+        else:
+            out.append(FieldHelp(prefix + f.name, user_type_name(tp), value, docs.get(f.name, "")))
+    return out
+
+
+def user_type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else user_type_name(a) for a in args)
+    if origin in (list, tuple, dict):
+        inner = ", ".join("..." if a is Ellipsis else user_type_name(a) for a in args)
+        return f"{origin.__name__}[{inner}]" if args else origin.__name__
+    if dataclasses.is_dataclass(tp):
+        return "section"
+    return getattr(tp, "__name__", str(tp))
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field name -> its comment, for a dataclass and the dataclasses it inherits from."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_comments(klass))
+    return docs
+
+
+@functools.lru_cache(maxsize=None)
+def _own_field_comments(klass: type) -> dict[str, str]:
+    """Comments of the fields a class body declares: the comment on the field's line(s), else the comment
+    block directly above it. Read with `tokenize`, so a '#' inside a string is never taken for one."""
+    try:
+        lines, _ = inspect.getsourcelines(klass)
+    except (OSError, TypeError):  # defined in a REPL or built dynamically: no docs, not an error
+        return {}
+    source = textwrap.dedent("".join(lines))
+    try:
+        tree = ast.parse(source)
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
+    except (SyntaxError, tokenize.TokenError):
+        return {}
+    comments = {t.start[0]: t.string.lstrip("#").strip() for t in tokens if t.type == tokenize.COMMENT}
+    code_lines = {t.start[0] for t in tokens if t.type not in (tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE,
+                                                                tokenize.INDENT, tokenize.DEDENT)}
+    out: dict[str, str] = {}
+    for node in tree.body[0].body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        beside = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+        if beside:
+            out[node.target.id] = " ".join(beside)
+            continue
+        above, n = [], node.lineno - 1
+        while n in comments and n not in code_lines:  # a block of whole-line comments
+            above.insert(0, comments[n])
+            n -= 1
+        if above:
+            out[node.target.id] = " ".join(above)
+    return out
+
+
+_config_file: Path | None = None  # the YAML file `load` read last (one per run): relative inputs are looked up from it
+
+
+def _remember_config_file(path: Path) -> None:
+    global _config_file
+    _config_file = path.resolve()
+
+
+def config_file() -> Path | None:
+    """The config file `load` read last, if any (see `rlkit.inputs.search_dirs`)."""
+    return _config_file
+
+
 # ---------------------------------------------------------------------------------------
 # Shared sections. A recipe's Config nests the ones it needs; each field's comment is its doc.
 # ---------------------------------------------------------------------------------------
@@ -193,11 +323,18 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class DataConfig:
-    train: str = "data/tiny_math/train.jsonl"  # JSONL/JSON/parquet file, or a Hub dataset id
-    test: str = "data/tiny_math/test.jsonl"  # held-out set for eval/accuracy ("" = no eval)
-    prompt_column: str = "prompt"
-    answer_column: str = "answer"
-    template: str = "r1_zero"  # a name in rlkit.templates or a format string with {prompt}
+    # JSONL/JSON/parquet/arrow file, a datasets folder (save_to_disk or a repo), or a Hub id written
+    # name[:subset]:split, e.g. openai/gsm8k:main:train
+    train: str = "data/tiny_math/train.jsonl"
+    # held-out set for eval/accuracy, written as train; with no split given it reads test ("" = no eval)
+    test: str = "data/tiny_math/test.jsonl"
+    prompt_column: str = "prompt"  # the column holding the question
+    answer_column: str = "answer"  # the gold answer; rewards receive it as `answer`
+    # r1_zero | plain | chat (the tokenizer's chat template) | chat:<format> | a format string with {prompt}
+    template: str = "r1_zero"
+    system_prompt: str = ""  # chat: a system message before the question ("" = none)
+    # chat: open the reply with <think> (auto: where the chat template is a reasoning model's)
+    think: Literal["auto", "always", "never"] = "auto"
     max_test_examples: int = 0  # 0 = the whole test split
 
 
@@ -208,13 +345,13 @@ class RolloutConfig:
     device: str = "cpu"  # cpu | cuda
     group_size: int = 8  # G samples per prompt
     prompts_per_step: int = 8  # B prompts per step; the batch is B*G samples
-    max_new_tokens: int = 96
-    temperature: float = 1.0
-    top_p: float = 1.0
+    max_new_tokens: int = 96  # cap on each completion, in tokens
+    temperature: float = 1.0  # sampling temperature of the training rollouts
+    top_p: float = 1.0  # nucleus sampling: keep the smallest token set with this much probability (1 = off)
     eval_temperature: float = 1.0  # 0 = greedy
     eval_samples: int = 1  # k samples per held-out problem: eval/accuracy is avg@k
     repeat_ngram: int = 0  # stop a sample whose last repeat_window tokens repeat one n-gram (0 = off)
-    repeat_window: int = 0
+    repeat_window: int = 0  # tokens the repeat check looks back over (with repeat_ngram)
     record_routes: bool = False  # MoE: record each token's experts (on with algo.routing_replay; gives moe/route_mismatch)
     dtype: str = ""  # the engine's weights: float32 | bfloat16 | float16 ("" = model.dtype)
     tensor_parallel_size: int = 1  # vllm: GPUs per engine (each rollout actor takes this many)
@@ -229,7 +366,7 @@ class RewardModelConfig:
     batch_size: int = 16  # sequences per forward
     max_length: int = 1024  # tokens of prompt + completion; the prompt is cut from the left
     normalize: bool = False  # standardise the scores over each scored batch (mean 0, std 1)
-    dtype: str = "float32"
+    dtype: str = "float32"  # float32 | bfloat16 | float16
     num_cpus: float = 0.0  # Ray CPUs reserved for the actor (0: it shares the cores with the others)
     threads: int = 1  # torch CPU threads in the actor
 
@@ -267,13 +404,13 @@ class RewardConfig:
 @dataclasses.dataclass
 class AlgoConfig:
     advantage: str = "grpo"  # grpo | dr_grpo | rloo
-    clip_low: float = 0.2
-    clip_high: float = 0.2
+    clip_low: float = 0.2  # PPO ratio clip below: 1 - clip_low
+    clip_high: float = 0.2  # PPO ratio clip above: 1 + clip_high (DAPO clip-higher: 0.28)
     aggregation: str = "token_mean"  # token_mean | seq_mean | seq_sum_const
     level: str = "token"  # token | sequence (GSPO)
     kl_coef: float = 0.0  # beta; > 0 keeps a frozen reference model on the learner
-    kl_kind: str = "k3"
-    entropy_coef: float = 0.0
+    kl_kind: str = "k3"  # KL estimator: k1 | k2 | k3
+    entropy_coef: float = 0.0  # entropy bonus weight (0 = off)
     router_aux_coef: float = 0.001  # MoE load-balancing loss coefficient (0 = off)
     # MoE (rlkit.moe). The aux coefficient above is the Switch-style loss of softmax routers (Qwen3-MoE, Mixtral);
     # routers with a routing bias (DeepSeek-V3) use the two below instead
@@ -289,12 +426,12 @@ class AlgoConfig:
 class LearnerConfig:
     num_learners: int = 1  # Ray learner actors (ranks)
     strategy: Literal["ddp", "fsdp"] = "ddp"  # ranks replicate the model (ddp) or shard it (fsdp, FSDP2)
-    device: str = "cpu"
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
+    device: str = "cpu"  # cpu | cuda
+    lr: float = 1e-5  # AdamW learning rate
+    weight_decay: float = 0.0  # AdamW weight decay
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
     micro_batch_size: int = 16  # sequences per forward/backward; the loss is normalised over the whole batch
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # gradient clipping by global norm
     mixed_precision: str = "no"  # no | bf16 | fp16 (accelerate)
     threads: int = 1  # torch CPU threads per learner actor
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, about 1/3 more compute
@@ -314,15 +451,15 @@ class PlacementConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    output_dir: str = "runs/r1_zero"
-    steps: int = 100
-    seed: int = 0
+    output_dir: str = "runs/r1_zero"  # where this run writes; a folder holding another run is refused
+    steps: int = 100  # optimizer steps (one batch of prompts each)
+    seed: int = 0  # seeds sampling, prompt order and initialisation
     eval_every: int = 10  # also at step 0 and at the end
-    save_every: int = 20
+    save_every: int = 20  # checkpoint every this many steps (and at the end); the last two are kept
     resume: bool = False  # continue from the newest checkpoint in output_dir
-    log_every: int = 1
+    log_every: int = 1  # write a metrics.jsonl row every this many steps
     ray_address: str = ""  # "" starts a local Ray; "auto" or ray://host:port joins a cluster
-    tensorboard: bool = True
+    tensorboard: bool = True  # also write the metrics as TensorBoard events (output_dir/tensorboard)
     report: bool = True  # write report.png at the end
 
 
@@ -332,7 +469,7 @@ class ShapingConfig:
     kimi_length_warmup: int = 0  # steps trained without it first
     overlong_buffer: int = 0  # DAPO soft overlong punishment: L_cache tokens (0 = off)
     overlong_max: int = 0  # its L_max (0 = rollout.max_new_tokens)
-    overlong_coef: float = 1.0
+    overlong_coef: float = 1.0  # scale of the overlong punishment
     overlong_filter: bool = False  # mask truncated samples out of the loss
     repeat_penalty: float = 0.0  # added to the reward of samples stopped as repetitions (e.g. -0.5)
 

@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 import rewards
-from rlkit.data import Problem, reward_columns
+from rlkit.data import Problem, completion_texts, reward_columns
 from rlkit.types import GenerationRequest, Rollout, SamplingParams
 
 
@@ -18,7 +18,7 @@ def evaluate(generate: Callable[[list[GenerationRequest], SamplingParams], list[
     start = time.perf_counter()
     requests = [GenerationRequest(prompt_ids=p.prompt_ids, n=k, meta={"problem": p.index}) for p in problems]
     rollouts = generate(requests, sampling)
-    scores = rewards.get(accuracy)([r.text for r in rollouts], **reward_columns(problems, k))
+    scores = rewards.get(accuracy)(completion_texts(rollouts, problems, k), **reward_columns(problems, k))
     correct = [1.0 if (s is not None and s > 0.5) else 0.0 for s in scores]
     per_problem = [correct[i * k : (i + 1) * k] for i in range(len(problems))]
     return {

@@ -34,7 +34,7 @@ def load_heldout(cfg: EvalConfig, tokenizer) -> list[Problem]:
     """The held-out problems, templated; checked before any actor starts."""
     if not cfg.test:
         return []
-    rows = load_rows(cfg.test, required=[cfg.prompt_column, cfg.answer_column])
+    rows = load_rows(cfg.test, required=[cfg.prompt_column, cfg.answer_column], default_split="test")
     if cfg.max_test_examples:
         rows = rows[: cfg.max_test_examples]
     return build_problems(rows, tokenizer, prompt_column=cfg.prompt_column, template=cfg.template, source=cfg.test,

@@ -18,7 +18,7 @@ import torch
 
 import rewards
 from rlkit.algo import group_advantages
-from rlkit.data import Problem, reward_columns
+from rlkit.data import Problem, completion_texts, reward_columns
 from rlkit.types import Rollout
 
 # Metrics that add up over the rounds of a step (the others are per-sample means).
@@ -55,7 +55,7 @@ class Scorer:
         """Set `rollout.reward` (samples of problem i are rollouts[i*G:(i+1)*G]); return reward metrics."""
         start = time.perf_counter()
         columns = reward_columns(problems, group_size)
-        scores = self.reward.score([r.text for r in rollouts], **columns)
+        scores = self.reward.score(completion_texts(rollouts, problems, group_size), **columns)
         not_applicable = 0
         for r, total in zip(rollouts, scores.total):
             if total is None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pytest
 
-from rlkit.config import ConfigError, load
+from rlkit.config import ConfigError, describe, field_docs, load
 
 
 @dataclass
@@ -82,3 +83,66 @@ def test_shipped_configs_load_and_start_with_launch_command():
         recipe = first.split()[3]
         module = load_recipe(recipe)
         load(module.Config, yaml_path)  # raises on any unknown key or wrong type
+
+
+# ----------------------------------------------------------------------------- field docs (rlkit run <recipe> --help)
+@dataclass
+class Documented:
+    plain: int = 1  # beside the field
+    # above the field,
+    # over two lines
+    above: dict[str, float] = field(
+        default_factory=lambda: {"a": 1.0}
+    )
+    hashed: str = "#not-a-comment"  # the '#' in the default is part of the string
+    bare: float = 0.5
+    choice: Literal["x", "y"] = "x"  # x or y
+
+
+@dataclass
+class Child(Documented):
+    extra: int | None = None  # declared by the subclass
+    nested: Optim = field(default_factory=Optim)
+
+
+def test_field_docs_read_the_comments_beside_or_above_each_field():
+    docs = field_docs(Child)
+    assert docs["plain"] == "beside the field"
+    assert docs["above"] == "above the field, over two lines"
+    assert docs["hashed"] == "the '#' in the default is part of the string"
+    assert "bare" not in docs  # no comment: no doc, not the neighbour's
+    assert docs["extra"] == "declared by the subclass" and docs["choice"] == "x or y"  # inherited and own fields
+
+
+def test_describe_lists_every_leaf_key_with_type_value_and_doc():
+    rows = {h.key: h for h in describe(Child)}
+    assert list(rows) == ["plain", "above", "hashed", "bare", "choice", "extra", "nested.lr", "nested.steps"]
+    assert (rows["above"].type, rows["above"].value) == ("dict[str, float]", {"a": 1.0})
+    assert (rows["choice"].type, rows["extra"].type, rows["hashed"].value) == ("x | y", "int | null", "#not-a-comment")
+    loaded = {h.key: h.value for h in describe(load(Child, None, ["nested.steps=3"]))}
+    assert loaded["nested.steps"] == 3  # values of a loaded config, not the defaults
+
+
+def test_every_key_of_the_r1_zero_recipe_is_documented():
+    from rlkit.cli import load_recipe
+
+    undocumented = [h.key for h in describe(load_recipe("r1_zero").Config) if not h.doc]
+    assert not undocumented, f"add a comment beside these fields (it is their --help text): {undocumented}"
+
+
+def test_a_cross_key_check_names_the_file_only_when_nothing_came_from_the_command_line(tmp_path):
+    @dataclass
+    class Checked:
+        low: int = 1
+        high: int = 2
+
+        def validate(self):
+            if self.low > self.high:
+                raise ValueError(f"low={self.low} > high={self.high}")
+
+    path = tmp_path / "c.yaml"
+    path.write_text("low: 5\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: low=5 > high=2$"):
+        load(Checked, path)
+    with pytest.raises(ConfigError, match=r"^low=1 > high=0$"):  # the command line set one of them
+        load(Checked, None, ["high=0"])
