@@ -8,6 +8,12 @@ the new weights to the rollout engines. Rollouts run in Ray actors (transformers
 default), the learner in Ray actors around an accelerate Learner. Held-out accuracy is
 measured at step 0, every `eval_every` steps and at the end.
 
+Before any actor starts, the config is checked (registry names, group_size >= 2), then the model,
+tokenizer, datasets and their columns and the rewards; a bad one stops the run with one line.
+`rlkit run` keeps each run in its own output_dir (see `rlkit.run`). The console shows one progress
+bar (reward, held-out accuracy, response length, tokens/s) and a closing summary, also written to
+output_dir/summary.json.
+
 How it departs from the paper:
 - One policy update per batch (on-policy, so the ratio is 1 at the start of each step) and
   β = 0 by default (no reference model), as in most open reproductions; set algo.kl_coef > 0
@@ -27,21 +33,27 @@ import time
 from dataclasses import dataclass, field
 
 import ray
-from tqdm import tqdm
 
+import rewards
 from rlkit import checkpoint, placement
 from rlkit.actors import LearnerDied, LearnerGroup, RolloutGroup, init_ray
+from rlkit.algo import AGGREGATIONS, KL_ESTIMATORS, RATIO_LEVELS
+from rlkit.algo.advantages import ADVANTAGE_ESTIMATORS, check_group_size
 from rlkit.collect import Collector
 from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, PartialConfig, PlacementConfig,
-                          RewardConfig, RolloutConfig, SamplingConfig, ShapingConfig, TrainConfig, save)
+                          RewardConfig, RolloutConfig, SamplingConfig, ShapingConfig, TrainConfig, check_choice, save)
 from rlkit.data import build_problems, load_rows
 from rlkit.evaluation import evaluate
-from rlkit.logging import MetricsLogger, write_report
-from rlkit.models import context_length, load_tokenizer
+from rlkit.inputs import check_model_dir, resolve_input
+from rlkit.logging import MetricsLogger, StepProgress, print_summary, write_report
+from rlkit.models import context_length, load_tokenizer, resolve_dtype
 from rlkit.moe import check_options as check_moe_options
-from rlkit.prompt_samplers import make_prompt_sampler
-from rlkit.rollout.engine import engine_setup
-from rlkit.rollout.partial import PartialRolloutBuffer, adjust_stale_tokens, stale_token_metrics
+from rlkit.prompt_samplers import PROMPT_SAMPLERS, make_prompt_sampler
+from rlkit.reports import write_summary
+from rlkit.rollout import hf, vllm  # noqa: F401  (register the built-in engines; vLLM itself loads only when used)
+from rlkit.rollout.engine import ENGINES, engine_setup
+from rlkit.rollout.partial import STALE_TOKEN_MODES, PartialRolloutBuffer, adjust_stale_tokens, stale_token_metrics
+from rlkit.run import summarize
 from rlkit.scoring import Scorer, assign_advantages
 from rlkit.shaping import filter_overlong, shape_rewards
 from rlkit.types import SamplingParams, pack_rollouts
@@ -62,26 +74,55 @@ class Config(TrainConfig):
     partial: PartialConfig = field(default_factory=PartialConfig)
     placement: PlacementConfig = field(default_factory=PlacementConfig)
 
+    def validate(self) -> None:
+        """Names looked up at run time and settings that cannot train, checked as the config is read."""
+        for key, value, names, kind in (
+            ("algo.advantage", self.algo.advantage, ADVANTAGE_ESTIMATORS.names(), "advantage estimator"),
+            ("algo.aggregation", self.algo.aggregation, AGGREGATIONS.names(), "loss aggregation"),
+            ("algo.level", self.algo.level, RATIO_LEVELS.names(), "importance-ratio level"),
+            ("algo.kl_kind", self.algo.kl_kind, KL_ESTIMATORS.names(), "KL estimator"),
+            ("rollout.engine", self.rollout.engine, ENGINES.names(), "rollout engine"),
+            ("partial.stale_mode", self.partial.stale_mode, STALE_TOKEN_MODES.names(), "stale-token mode"),
+            ("sampling.prompt_order", self.sampling.prompt_order, PROMPT_SAMPLERS.names(), "prompt order"),
+            ("rollout.device", self.rollout.device, ("cpu", "cuda"), "device"),
+            ("learner.device", self.learner.device, ("cpu", "cuda"), "device"),
+            ("learner.mixed_precision", self.learner.mixed_precision, ("no", "bf16", "fp16"), "mixed precision"),
+        ):
+            check_choice(key, value, names, kind)
+        for key, dtype in (("model.dtype", self.model.dtype), ("rollout.dtype", self.rollout.dtype)):
+            try:
+                if dtype:
+                    resolve_dtype(dtype)
+            except ValueError as err:
+                raise ValueError(f"{key}: {err}") from None
+        check_group_size(self.rollout.group_size, self.algo.advantage)
+        if self.rollout.prompts_per_step < 1:
+            raise ValueError(f"rollout.prompts_per_step must be >= 1, got {self.rollout.prompts_per_step}")
 
-def main(cfg: Config) -> None:
+
+def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
     # Everything that can be wrong with the inputs is checked here, before any actor starts.
+    started = time.monotonic()
+    cfg.model.path = resolve_input(cfg.model.path, key="model.path")  # a local folder wherever it was found
+    check_model_dir(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     window = context_length(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     max_prompt = window - cfg.rollout.max_new_tokens if window else None
     columns = [cfg.data.prompt_column, cfg.data.answer_column]
-    train_rows = load_rows(cfg.data.train, required=columns)
-    train = build_problems(train_rows, tokenizer, prompt_column=cfg.data.prompt_column, template=cfg.data.template,
-                           max_prompt_tokens=max_prompt, source=cfg.data.train, answer_column=cfg.data.answer_column)
+    templating = dict(prompt_column=cfg.data.prompt_column, template=cfg.data.template, max_prompt_tokens=max_prompt,
+                      answer_column=cfg.data.answer_column, system_prompt=cfg.data.system_prompt, think=cfg.data.think)
+    train_rows = load_rows(cfg.data.train, required=columns, key="data.train")
+    train = build_problems(train_rows, tokenizer, source=cfg.data.train, **templating)
     test = []
     if cfg.data.test:
-        test_rows = load_rows(cfg.data.test, required=columns)
+        test_rows = load_rows(cfg.data.test, required=columns, default_split="test", key="data.test")
         if cfg.data.max_test_examples:
             test_rows = test_rows[: cfg.data.max_test_examples]
-        test = build_problems(test_rows, tokenizer, prompt_column=cfg.data.prompt_column,
-                              template=cfg.data.template, max_prompt_tokens=max_prompt, source=cfg.data.test,
-                              answer_column=cfg.data.answer_column)
+        test = build_problems(test_rows, tokenizer, source=cfg.data.test, **templating)
     scorer = Scorer.from_config(cfg.reward)  # reward models are checked here, before Ray starts
+    if test:
+        rewards.get(cfg.reward.accuracy)  # the held-out accuracy's reward: an unknown name stops here
     G, B = cfg.rollout.group_size, cfg.rollout.prompts_per_step
     sampler = make_prompt_sampler(cfg.sampling.prompt_order, train, seed=cfg.seed,
                                   difficulty_column=cfg.sampling.difficulty_column)
@@ -126,7 +167,8 @@ def main(cfg: Config) -> None:
         start_step = learners.load(str(resumed_from))
         collector.load_state_dict(checkpoint.load_driver_state(resumed_from)["collector"])
         print(f"resumed from {resumed_from} at step {start_step}")
-    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None)
+    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None,
+                           start_step=start_step)
     if resumed_from is not None:
         logger.truncate_after(start_step)
     save(cfg, f"{cfg.output_dir}/config.yaml")
@@ -143,9 +185,9 @@ def main(cfg: Config) -> None:
     # -------------------------------------------------------------------------- loop
     if start_step == 0 and test:
         logger.log(0, run_eval())
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="r1_zero", dynamic_ncols=True)
+    bar = StepProgress("r1_zero", cfg.steps, initial=start_step, heldout=_last_heldout(logger.path))
     try:
-        for step in bar:
+        for step in range(start_step, cfg.steps):
             t0 = time.perf_counter()
             # the engines hold weights of version `step` (one sync per step), the learner too
             groups, metrics = collector.collect(version=step)
@@ -182,28 +224,38 @@ def main(cfg: Config) -> None:
                 "time/learn_s": t_learn, "time/sync_s": t_sync,
                 "time/step_s": time.perf_counter() - t0,
             })
+            metrics["throughput/tokens_per_s"] = sum(lengths) / metrics["time/step_s"]  # sampled, per wall second
             done = step + 1
             if test and (done % cfg.eval_every == 0 or done == cfg.steps):
                 metrics.update(run_eval())
             if done % cfg.log_every == 0 or "eval/accuracy" in metrics:
                 logger.log(done, metrics)
-            bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{metrics['train/accuracy']:.2f}",
-                            len=f"{metrics['response_length/mean']:.0f}")
+            bar.update(metrics)
             if done % cfg.save_every == 0 or done == cfg.steps:
                 save_checkpoint(done)
     except LearnerDied as err:  # rollout actors are replaced; a lost learner rank ends the run
-        bar.close()
         ray.shutdown()
-        raise SystemExit(f"{err} during step {step + 1}; {checkpoint.resume_hint(cfg.output_dir)}") from None
+        raise LearnerDied(f"{err} during step {step + 1}") from None  # `rlkit run` adds how to continue
+    finally:
+        bar.close()  # before any message: it ends the bar's line
 
     # ----------------------------------------------------------------------- cleanup
-    bar.close()
     logger.close()
-    if cfg.report:
-        print(f"report: {write_report(logger.path, f'{cfg.output_dir}/report.png', title='R1-Zero (GRPO)')}")
-    final = checkpoint.latest(cfg.output_dir)
-    print(f"checkpoint: {final}")
+    report = write_report(logger.path, f"{cfg.output_dir}/report.png", title="R1-Zero (GRPO)") if cfg.report else None
     ray.shutdown()
+    summary = summarize(cfg.output_dir, recipe="r1_zero", steps=cfg.steps, wall_time_s=time.monotonic() - started,
+                        checkpoint=checkpoint.latest(cfg.output_dir), report=report, start_step=start_step)
+    print_summary(summary, summary_path=write_summary(cfg.output_dir, summary))
+    return summary
+
+
+def _last_heldout(metrics_path) -> float | None:
+    """The held-out accuracy measured last (a resumed run shows it from the first step)."""
+    from rlkit.logging import read_metrics
+
+    rows = read_metrics(metrics_path) if metrics_path.exists() else []
+    values = [r["eval/accuracy"] for r in rows if isinstance(r.get("eval/accuracy"), (int, float))]
+    return values[-1] if values else None
 
 
 if __name__ == "__main__":

