@@ -44,9 +44,11 @@ def init_ray(address: str = "", *, num_cpus: int | None = None) -> None:
     if address and address != "auto":
         _check_reachable(address)
     _token_auth(joining=bool(address))
-    # the driver's environment (threads, paths) must reach actors on this machine
+    # the driver's environment (threads, paths, what `rlkit.logging.quiet_console` keeps off the console) must
+    # reach actors, also on other machines
     env = {k: v for k, v in os.environ.items()
-           if k in ("PYTHONPATH", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "HF_HUB_OFFLINE")}
+           if k in ("PYTHONPATH", "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "HF_HUB_OFFLINE", "HF_HUB_DISABLE_PROGRESS_BARS",
+                    "TRANSFORMERS_NO_ADVISORY_WARNINGS")}
     # Rollout and learner actors take turns on the same cores: spinning OpenMP workers of the
     # idle one would starve the busy one.
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
