@@ -5,3 +5,7 @@ The heavy pieces live in submodules (`rlkit.rollout`, `rlkit.learner`, `rlkit.ac
 """
 
 __version__ = "0.1.0"
+
+from rlkit.logging import hide_library_deprecations  # noqa: E402
+
+hide_library_deprecations()  # here, so that every process that runs rlkit code (each Ray actor) does it

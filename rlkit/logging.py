@@ -5,10 +5,13 @@ the console (one progress bar, a closing summary) and the third-party output kep
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import re
 import shutil
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,6 +24,31 @@ QUIET_ENV = {
     # transformers' advice to users of its Trainer and pipelines (not of this library's calls)
     "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
 }
+
+
+# transformers (from about 5.20) deprecates the `past_key_values` argument that the engines and the learner pass
+# it, once per process: a notice about this library's calls, in every actor, that a user can do nothing about
+LIBRARY_DEPRECATIONS = ("`past_key_values` is deprecated", "`past_key_values`/`cache_params` are deprecated")
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+_DROP_DEPRECATIONS = _DropMessages(LIBRARY_DEPRECATIONS)
+
+
+def hide_library_deprecations() -> None:
+    """Drop LIBRARY_DEPRECATIONS (a warning and a transformers log line) in this process: `import rlkit` runs
+    it, so every actor does too. Other warnings are left alone."""
+    for prefix in LIBRARY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=re.escape(prefix), category=FutureWarning)
+    logging.getLogger("transformers.utils.generic").addFilter(_DROP_DEPRECATIONS)
 
 
 def quiet_console() -> None:

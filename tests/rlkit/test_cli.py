@@ -82,3 +82,17 @@ def test_recipe_help_lists_keys_with_types_defaults_and_docs():
     with_config = _cli("run", "r1_zero", "--config", "recipes/configs/r1_zero_tiny.yaml", "steps=7", "--help")
     steps = [line for line in with_config.stdout.splitlines() if line.split()[:1] == ["steps"]]
     assert steps and steps[0].split()[1:3] == ["int", "7"], with_config.stdout[-2000:]
+
+
+def test_library_deprecation_notices_are_dropped_in_every_process_that_imports_rlkit():
+    # transformers >= ~5.20 says this once per process about the `past_key_values` argument rlkit passes; an
+    # actor imports rlkit to run, so a fresh interpreter doing the same shows what an actor prints
+    code = ("import logging, warnings, rlkit\n"
+            "warnings.warn('`past_key_values` is deprecated and will be removed in 5.40.0. Use `cache`.', FutureWarning)\n"
+            "log = logging.getLogger('transformers.utils.generic')\n"
+            "log.warning('`past_key_values`/`cache_params` are deprecated. Use `cache` instead.')\n"
+            "log.warning('a warning about the model stays')\n"
+            "warnings.warn('a FutureWarning of the user stays', FutureWarning)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "past_key_values" not in result.stderr, result.stderr
+    assert "a warning about the model stays" in result.stderr and "a FutureWarning of the user stays" in result.stderr
