@@ -261,6 +261,9 @@ def version_text() -> str:
 
 # ----------------------------------------------------------------------------- eval
 def cmd_eval(args: argparse.Namespace) -> dict[str, float]:
+    from rlkit.logging import quiet_console
+
+    quiet_console()  # before transformers is imported: it reads the settings once
     import torch
 
     from rlkit.data import build_problems, load_rows

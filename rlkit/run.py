@@ -6,7 +6,8 @@ checkpoints would mix (a later run pruning the earlier one's checkpoints, a repo
 a folder that holds another run's outputs unless the config asks to continue it (`resume=true`) or
 the command line asks to replace it (`--overwrite`, which removes the earlier run's outputs and
 nothing else). `run.json` records which recipe wrote the folder, from which command, and whether
-it finished, was interrupted or failed; a run that failed before writing anything leaves nothing.
+it finished, was interrupted or failed; a run that failed before writing anything leaves nothing,
+and the run it was to replace is put back.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ RECORD = "run.json"
 OUTPUTS = ("metrics.jsonl", "summary.json", "report.png", "report_eval.png", "tensorboard", "checkpoints",
            "dataset.jsonl", "pairs.jsonl", "sft_data.jsonl", "STAGE_COMPLETE.json")
 BOOKKEEPING = (RECORD, "config.yaml")  # written at the start: on their own they hold nothing to lose
+SET_ASIDE = ".replaced"  # --overwrite: the earlier run waits here until the new one has written something
 
 
 class OutputDirError(ValueError):
@@ -71,6 +73,8 @@ def inspect_dir(output_dir: str | Path) -> RunDir:
     if not path.is_dir():
         return found
     for entry in sorted(path.iterdir()):
+        if entry.name.startswith("."):
+            continue
         if entry.name in OUTPUTS:
             found.outputs.append(entry)
         elif entry.is_dir() and any((entry / name).exists() for name in OUTPUTS):  # a stage folder
@@ -87,13 +91,22 @@ class RunClaim:
 
     output_dir: Path
     created: bool  # the folder did not exist before this run
+    replaced: Path | None = None  # the earlier run's outputs, set aside by --overwrite
 
     def finish(self, status: str, **extra: Any) -> None:
         path = self.output_dir / RECORD
-        if status != "finished" and not inspect_dir(self.output_dir).outputs:
-            # nothing was written but bookkeeping: leave the folder as if the run had never started
+        kept = status == "finished" or bool(inspect_dir(self.output_dir).outputs)
+        if not kept:  # nothing was written but bookkeeping: leave the folder as the run found it
             for name in BOOKKEEPING:
                 (self.output_dir / name).unlink(missing_ok=True)
+        if kept:
+            shutil.rmtree(self.output_dir / SET_ASIDE, ignore_errors=True)
+        elif self.replaced is not None and self.replaced.is_dir():
+            # a replacement that never got going loses nothing: the earlier run comes back
+            for entry in self.replaced.iterdir():
+                os.replace(entry, self.output_dir / entry.name)
+            self.replaced.rmdir()
+        if not kept:
             if self.created and self.output_dir.is_dir() and not any(self.output_dir.iterdir()):
                 self.output_dir.rmdir()
             return
@@ -119,8 +132,9 @@ def claim_output_dir(output_dir: str | Path, *, recipe: str, resume: bool | None
     if rec.get("status") == "running" and _alive(rec) and rec.get("pid") != os.getpid():
         raise OutputDirError(f"output_dir {path} is in use by another run (pid {rec['pid']}, started "
                              f"{rec.get('started', '?')}); choose another output_dir=")
+    replaced = None
     if found.holds_run and overwrite:
-        remove_outputs(found)
+        replaced = set_aside(found)
         found = inspect_dir(output_dir)
     foreign = bool(rec.get("recipe")) and rec.get("recipe") != recipe
     if found.holds_run:
@@ -143,19 +157,20 @@ def claim_output_dir(output_dir: str | Path, *, recipe: str, resume: bool | None
     _write_json(path / RECORD, {"recipe": recipe, "status": "running", "command": shlex.join(command),
                                 "started": _now(), "pid": os.getpid(), "host": socket.gethostname(),
                                 "resumed_from": str(found.checkpoint) if resume and found.checkpoint else None})
-    return RunClaim(path, created)
+    return RunClaim(path, created, replaced)
 
 
-def remove_outputs(found: RunDir) -> None:
-    """Delete an earlier run's outputs (the names in OUTPUTS and its stage folders) and its record; files
-    of any other name are left where they are."""
-    for entry in found.outputs:
-        if entry.is_dir():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-    for name in BOOKKEEPING:
-        (found.path / name).unlink(missing_ok=True)
+def set_aside(found: RunDir) -> Path:
+    """Move an earlier run's outputs (the names in OUTPUTS, its stage folders) and its record into
+    output_dir/.replaced, to be deleted once the new run has written something (`RunClaim.finish`); files of
+    any other name stay where they are."""
+    aside = found.path / SET_ASIDE
+    shutil.rmtree(aside, ignore_errors=True)  # left by a replacing run that was killed: its run was replaced
+    aside.mkdir()
+    for entry in [*found.outputs, *(found.path / name for name in BOOKKEEPING)]:
+        if entry.exists():
+            os.replace(entry, aside / entry.name)
+    return aside
 
 
 def continue_hint(output_dir: str | Path, command: list[str], *, resume: bool | None) -> str:

@@ -67,14 +67,22 @@ def test_every_bad_input_stops_within_seconds_with_one_line_naming_it(tmp_path):
         (["rollout.device=cuda"], "ask for GPUs; the cluster has none", None),
         (["resume=true"], "resume=true, but there is no run to continue in output_dir", None),
         ([f"output_dir={tmp_path / 'used'}"], "already holds a finished r1_zero run", None),
+        # replacing a run with a command that cannot start loses nothing: the earlier run is put back
+        ([f"output_dir={tmp_path / 'used'}", "--overwrite", "data.train=no_such.jsonl"], "dataset not found", None),
     ]
+    used_before = sorted(str(p.relative_to(tmp_path / "used")) for p in (tmp_path / "used").rglob("*"))
 
     def attempt(i_case):
-        i, (overrides, _, env) = i_case
+        i, (overrides, _, env) = i_case  # a case's own output_dir=... comes later and wins
         return _run(["run", "r1_zero", *TINY_CONFIG, f"output_dir={tmp_path / f'case{i}'}", *overrides], env)
 
+    on_used = [i for i, case in enumerate(cases) if f"output_dir={tmp_path / 'used'}" in case[0]]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two cores: as fast as in turn, and each case still timed
-        results = list(pool.map(attempt, enumerate(cases)))
+        results = dict(zip([i for i in range(len(cases)) if i not in on_used],
+                           pool.map(attempt, [(i, c) for i, c in enumerate(cases) if i not in on_used])))
+    for i in on_used:  # one at a time: two commands on one folder would find it in use by the other
+        results[i] = attempt((i, cases[i]))
+    results = [results[i] for i in range(len(cases))]
     for (overrides, expected, _), (result, seconds) in zip(cases, results):
         lines = _lines(result.stderr)
         assert result.returncode != 0, overrides
@@ -82,8 +90,8 @@ def test_every_bad_input_stops_within_seconds_with_one_line_naming_it(tmp_path):
         assert len(lines) <= 5 and "Traceback" not in result.stderr, (overrides, lines)
         assert "Started a local Ray" not in result.stderr, overrides  # stopped before any actor started
         assert seconds < 30, (overrides, seconds)
-    assert not any((tmp_path / f"case{i}").exists() for i in range(len(cases) - 1))  # failed starts leave nothing
-    assert (tmp_path / "used" / "metrics.jsonl").exists()  # the refused folder is untouched
+    assert not any((tmp_path / f"case{i}").exists() for i in range(len(cases)))  # failed starts leave nothing
+    assert sorted(str(p.relative_to(tmp_path / "used")) for p in (tmp_path / "used").rglob("*")) == used_before
 
 
 def test_ctrl_c_says_how_to_continue_and_the_run_continues_quietly_to_a_summary(random_tiny_model, tiny_prompts,

@@ -60,9 +60,22 @@ def test_overwrite_deletes_the_earlier_runs_outputs_and_nothing_else(tmp_path):
     out = tmp_path / "again"
     _fake_run(out, checkpoint_step=2)
     (out / "notes.txt").write_text("mine")  # not a run output: kept
-    _claim(out, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "run.json"]
+    claim = _claim(out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == [".replaced", "notes.txt", "run.json"]
     assert json.loads((out / "run.json").read_text())["status"] == "running"
+    (out / "metrics.jsonl").write_text('{"step": 0}\n')  # the new run's first output
+    claim.finish("finished")
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "notes.txt", "run.json"]
+    assert (out / "metrics.jsonl").read_text() == '{"step": 0}\n'
+
+
+def test_an_overwrite_that_fails_before_writing_puts_the_earlier_run_back(tmp_path):
+    out = tmp_path / "kept"
+    _fake_run(out, checkpoint_step=2)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    _claim(out, overwrite=True).finish("failed")  # e.g. a typo in the new command's model path
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert json.loads((out / "run.json").read_text())["status"] == "finished"
 
 
 def test_resume_with_nothing_to_resume_names_the_folder(tmp_path):
