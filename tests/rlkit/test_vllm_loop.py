@@ -86,7 +86,7 @@ def test_rollout_options_reach_the_engine_and_gpus_follow_tensor_parallelism():
     setup = engine_setup(rollout, ModelConfig(path=SHIPPED), seed=3)
     assert setup.kwargs == {"model_path": SHIPPED, "dtype": "bfloat16", "seed": 3, "device": "cpu",
                             "repeat_ngram": 2, "repeat_window": 8, "tensor_parallel_size": 1, "memory_share": 0.05,
-                            "max_model_len": 200, "trust_remote_code": False}
+                            "max_model_len": 200, "record_routes": False, "trust_remote_code": False}
     assert setup.num_gpus == 0
     on_gpus = RolloutConfig(engine="vllm", device="cuda", tensor_parallel_size=2, num_actors=2)
     assert engine_setup(on_gpus, ModelConfig(path=SHIPPED), seed=0, gpus_visible=4).num_gpus == 2  # per actor
