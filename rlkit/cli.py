@@ -110,7 +110,7 @@ def run_recipe(config_cls: type, main: Callable[[Any], Any], config_path: str | 
     try:
         cfg = load(config_cls, config_path, overrides)
     except ConfigError as e:
-        raise SystemExit(f"config error: {e}") from None
+        raise SystemExit(f"rlkit: config error: {e}") from None
     output_dir = getattr(cfg, "output_dir", None)
     resume = getattr(cfg, "resume", None)
     claim = None
@@ -332,7 +332,7 @@ def cmd_run(rest: list[str], module: Any = None) -> None:
         try:
             print(recipe_help(args.recipe, module, args.config, overrides))
         except ConfigError as e:
-            raise SystemExit(f"config error: {e}") from None
+            raise SystemExit(f"rlkit: config error: {e}") from None
         return
     command = ["rlkit", "run", args.recipe, *(["--config", args.config] if args.config else []), *overrides]
     run_recipe(module.Config, module.main, args.config, overrides, recipe=args.recipe, overwrite=args.overwrite,

@@ -126,7 +126,13 @@ def _build(cls: type, raw: Any, *, prefix: str, source: str, origins: dict[str, 
 
 
 def _where(key: str, source: str, origins: dict[str, str]) -> str:
-    return origins.get(key, source)
+    """Where `key` was set: the command line when it or a section above it was overridden there."""
+    parts = key.replace("[", ".[").split(".")
+    for end in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:end]).replace(".[", "[")
+        if prefix in origins:
+            return origins[prefix]
+    return source
 
 
 def _coerce(tp: Any, value: Any, *, key: str, source: str, origins: dict[str, str]) -> Any:

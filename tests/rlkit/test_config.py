@@ -146,3 +146,12 @@ def test_a_cross_key_check_names_the_file_only_when_nothing_came_from_the_comman
         load(Checked, path)
     with pytest.raises(ConfigError, match=r"^low=1 > high=0$"):  # the command line set one of them
         load(Checked, None, ["high=0"])
+
+
+def test_a_bad_value_inside_a_section_set_on_the_command_line_is_blamed_on_the_command_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\n")
+    with pytest.raises(ConfigError, match=r"^the command line: key 'flags\[1\]' expects a string"):
+        load(Cfg, path, ["flags=[x, 2]"])
+    with pytest.raises(ConfigError, match=r"^the command line: key 'optim.lr' expects a number"):
+        load(Cfg, path, ["optim={lr: fast}"])

@@ -51,15 +51,13 @@ def _finished_run(path: Path) -> None:
 
 
 def test_every_bad_input_stops_within_seconds_with_one_line_naming_it(tmp_path):
-    no_column = tmp_path / "no_answer.jsonl"
-    no_column.write_text('{"prompt": "What is 1 plus 1 ?"}\n')
     _finished_run(tmp_path / "used")
+    # the bad inputs a first hour with the tool met (the Hub offline and a missing split or column are
+    # checked in process in test_data_sources.py; a model folder without weights there too)
     cases = [  # (overrides, what stderr must say, extra environment)
         (["model.path=./no/such/model"], "model path not found: model.path='./no/such/model'", None),
         (["model.path=some-org/some-model"], "the Hugging Face Hub is unreachable", OFFLINE),
         (["data.train=no_such.jsonl"], "dataset not found: data.train='no_such.jsonl'", None),
-        (["data.test=openai/gsm8k:main:test"], "data.test='openai/gsm8k:main:test' is not a local file", OFFLINE),
-        ([f"data.train={no_column}"], "has no column(s) ['answer']", None),
         (["reward.weights={mathaccuracy: 1.0}"], "unknown reward 'mathaccuracy'", None),
         (["algo.advantage=grpoo"], "algo.advantage='grpoo' is not a known advantage estimator", None),
         (["rollout.engine=foo"], "rollout.engine='foo' is not a known rollout engine", None),
@@ -67,8 +65,6 @@ def test_every_bad_input_stops_within_seconds_with_one_line_naming_it(tmp_path):
         (["rollout.device=cuda"], "ask for GPUs; the cluster has none", None),
         (["resume=true"], "resume=true, but there is no run to continue in output_dir", None),
         ([f"output_dir={tmp_path / 'used'}"], "already holds a finished r1_zero run", None),
-        # replacing a run with a command that cannot start loses nothing: the earlier run is put back
-        ([f"output_dir={tmp_path / 'used'}", "--overwrite", "data.train=no_such.jsonl"], "dataset not found", None),
     ]
     used_before = sorted(str(p.relative_to(tmp_path / "used")) for p in (tmp_path / "used").rglob("*"))
 
@@ -76,13 +72,8 @@ def test_every_bad_input_stops_within_seconds_with_one_line_naming_it(tmp_path):
         i, (overrides, _, env) = i_case  # a case's own output_dir=... comes later and wins
         return _run(["run", "r1_zero", *TINY_CONFIG, f"output_dir={tmp_path / f'case{i}'}", *overrides], env)
 
-    on_used = [i for i, case in enumerate(cases) if f"output_dir={tmp_path / 'used'}" in case[0]]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two cores: as fast as in turn, and each case still timed
-        results = dict(zip([i for i in range(len(cases)) if i not in on_used],
-                           pool.map(attempt, [(i, c) for i, c in enumerate(cases) if i not in on_used])))
-    for i in on_used:  # one at a time: two commands on one folder would find it in use by the other
-        results[i] = attempt((i, cases[i]))
-    results = [results[i] for i in range(len(cases))]
+        results = list(pool.map(attempt, enumerate(cases)))
     for (overrides, expected, _), (result, seconds) in zip(cases, results):
         lines = _lines(result.stderr)
         assert result.returncode != 0, overrides
