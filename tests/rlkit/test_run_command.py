@@ -122,8 +122,8 @@ def test_ctrl_c_says_how_to_continue_and_the_run_continues_quietly_to_a_summary(
     assert steps == list(range(saved + 3)), steps  # no gap, no repeat: it continued where it stopped
 
     # a quiet console: one progress bar, no third-party noise
-    for noise in ("Loading weights", "Writing model shards", "repeated", "Traceback", "arning", "eprecat"):
-        assert noise not in resumed.stderr, (noise, resumed.stderr[-3000:])
+    for noise in ("loading weights", "writing model shards", "repeated", "traceback", "warning", "deprecat"):
+        assert noise not in resumed.stderr.lower(), (noise, resumed.stderr[-3000:])  # Ray's auth warning included
     bar = _lines(resumed.stderr)[-1]
     assert bar.startswith("r1_zero: 100%") and all(part in bar for part in ("reward ", "held-out ", "len ", "tok/s"))
     # the closing summary, on the console and in summary.json
