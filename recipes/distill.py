@@ -40,6 +40,7 @@ from rlkit.actors import init_ray  # noqa: E402
 from rlkit.cli import load_recipe  # noqa: E402
 from rlkit.config import save  # noqa: E402
 from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
+from rlkit.inputs import resolve_model  # noqa: E402
 from rlkit.models import load_tokenizer  # noqa: E402
 from rlkit.reports import write_model_bars, write_summary  # noqa: E402
 from rlkit.sft.data import SFTDataError, check_same_tokenizer  # noqa: E402
@@ -70,6 +71,11 @@ class Config:
 def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
     # Checked before any stage: tokenizers must match, the held-out set must load.
+    if not cfg.teacher or cfg.compare_rl:  # the RL stages start from it
+        cfg.rl.model.path = resolve_model(cfg.rl.model.path, key="rl.model.path")
+    cfg.student = resolve_model(cfg.student, key="student")
+    if cfg.teacher:
+        cfg.teacher = resolve_model(cfg.teacher, key="teacher")
     try:
         check_same_tokenizer(cfg.teacher or cfg.rl.model.path, cfg.student)
     except SFTDataError as e:

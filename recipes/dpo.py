@@ -35,8 +35,9 @@ from rlkit import checkpoint  # noqa: E402
 from rlkit.actors import init_ray  # noqa: E402
 from rlkit.config import ModelConfig, save  # noqa: E402
 from rlkit.data import load_rows  # noqa: E402
-from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
+from rlkit.heldout import EvalConfig, accuracy_change, evaluate_model, load_heldout  # noqa: E402
 from rlkit.logging import MetricsLogger  # noqa: E402
+from rlkit.inputs import resolve_model  # noqa: E402
 from rlkit.models import context_length, load_tokenizer  # noqa: E402
 from rlkit.reports import write_curves, write_summary  # noqa: E402
 from rlkit.sft.config import DPOConfig, OptimConfig  # noqa: E402
@@ -64,6 +65,7 @@ def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
     if not cfg.dpo.pairs:
         raise SystemExit("dpo: dpo.pairs is empty; give a JSONL with prompt, chosen, rejected columns")
+    cfg.model.path = resolve_model(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     window = context_length(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     max_length = cfg.dpo.max_length or window or 2048
@@ -140,7 +142,7 @@ def main(cfg: Config) -> dict:
                      [("dpo/loss", "DPO loss"), ("dpo/margin", "reward margin"),
                       ("dpo/accuracy", "pairs ranked right")],
                      title="DPO")
-    print(f"dpo: accuracy {before.get('accuracy')} -> {after.get('accuracy')}, mean length "
+    print(f"dpo: accuracy {accuracy_change(before, after)}, mean length "
           f"{before.get('mean_length')} -> {after.get('mean_length')}; checkpoint {final_dir}")
     return summary
 

@@ -54,6 +54,7 @@ from rlkit.cli import load_recipe  # noqa: E402
 from rlkit.config import save  # noqa: E402
 from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
 from rlkit.merge import merge_checkpoints  # noqa: E402
+from rlkit.inputs import resolve_model  # noqa: E402
 from rlkit.models import load_tokenizer  # noqa: E402
 from rlkit.registry import Registry  # noqa: E402
 from rlkit.reports import write_model_bars, write_summary  # noqa: E402
@@ -130,6 +131,9 @@ def length_rl(cfg: Config, shortest: dict, current: str, stage_dir: Path) -> dic
 
 def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
+    cfg.rl.model.path = resolve_model(cfg.rl.model.path, key="rl.model.path")
+    if cfg.long_model:
+        cfg.long_model = resolve_model(cfg.long_model, key="long_model")
     heldout = load_heldout(cfg.eval, load_tokenizer(cfg.long_model or cfg.rl.model.path))
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     save(cfg, f"{cfg.output_dir}/config.yaml")

@@ -52,6 +52,7 @@ from rlkit.cli import load_recipe  # noqa: E402
 from rlkit.config import save  # noqa: E402
 from rlkit.data import load_rows  # noqa: E402
 from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
+from rlkit.inputs import resolve_model  # noqa: E402
 from rlkit.models import load_tokenizer  # noqa: E402
 from rlkit.reports import write_model_bars, write_summary  # noqa: E402
 from rlkit.stages import StageRunner, configured, read_curve  # noqa: E402
@@ -94,6 +95,7 @@ STAGES = ("cold_start_sft", "reasoning_rl", "rejection_sft", "all_scenarios_rl")
 
 def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
+    cfg.base = resolve_model(cfg.base, key="base")
     heldout = load_heldout(cfg.eval, load_tokenizer(cfg.base))
     if cfg.extra_sft_data:
         load_rows(cfg.extra_sft_data, required=[])  # a missing file is an error now, not in stage 3

@@ -44,7 +44,7 @@ from rlkit.config import (AlgoConfig, DataConfig, LearnerConfig, ModelConfig, Pa
                           RewardConfig, RolloutConfig, SamplingConfig, ShapingConfig, TrainConfig, check_choice, save)
 from rlkit.data import build_problems, load_rows
 from rlkit.evaluation import evaluate
-from rlkit.inputs import check_model_dir, resolve_input
+from rlkit.inputs import resolve_model
 from rlkit.logging import MetricsLogger, StepProgress, print_summary, write_report
 from rlkit.models import context_length, load_tokenizer, resolve_dtype
 from rlkit.moe import check_options as check_moe_options
@@ -104,8 +104,7 @@ def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
     # Everything that can be wrong with the inputs is checked here, before any actor starts.
     started = time.monotonic()
-    cfg.model.path = resolve_input(cfg.model.path, key="model.path")  # a local folder wherever it was found
-    check_model_dir(cfg.model.path)
+    cfg.model.path = resolve_model(cfg.model.path)  # a local folder wherever it was found
     tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     window = context_length(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     max_prompt = window - cfg.rollout.max_new_tokens if window else None

@@ -35,6 +35,7 @@ from rlkit.actors import RolloutGroup, init_ray
 from rlkit.config import DataConfig, ModelConfig, RewardConfig, RolloutConfig, save
 from rlkit.data import build_problems, load_rows, reward_columns
 from rlkit.logging import MetricsLogger
+from rlkit.inputs import resolve_model
 from rlkit.models import context_length, load_tokenizer
 from rlkit.rejection import (Candidate, RejectionConfig, RejectionError, apply_filters, check_kept, needed_rewards,
                              preference_pairs, score_candidates, select)
@@ -59,6 +60,7 @@ class Config:
 
 def main(cfg: Config) -> dict:
     # ------------------------------------------------------------------------- setup
+    cfg.model.path = resolve_model(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     window = context_length(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     rj = cfg.rejection

@@ -34,8 +34,9 @@ from tqdm import tqdm  # noqa: E402
 from rlkit import checkpoint  # noqa: E402
 from rlkit.actors import init_ray  # noqa: E402
 from rlkit.config import ModelConfig, save  # noqa: E402
-from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
+from rlkit.heldout import EvalConfig, accuracy_change, evaluate_model, load_heldout  # noqa: E402
 from rlkit.logging import MetricsLogger  # noqa: E402
+from rlkit.inputs import resolve_model  # noqa: E402
 from rlkit.models import context_length, load_tokenizer  # noqa: E402
 from rlkit.reports import write_curves, write_model_bars, write_summary  # noqa: E402
 from rlkit.sft.config import OptimConfig, SFTDataConfig  # noqa: E402
@@ -65,6 +66,7 @@ def main(cfg: Config) -> dict:
     # Everything that can be wrong with the data is checked here, before any training or actor.
     if not cfg.data.train:
         raise SystemExit("sft: data.train is empty; give a JSONL/parquet file or a Hub dataset")
+    cfg.model.path = resolve_model(cfg.model.path)
     tokenizer = load_tokenizer(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     window = context_length(cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
     max_length = cfg.data.max_length or window or 2048
@@ -140,7 +142,7 @@ def main(cfg: Config) -> dict:
         if before and after:
             write_model_bars([{"name": "before", **before}, {"name": "after", **after}],
                              f"{cfg.output_dir}/report_eval.png", title="SFT: held-out before / after")
-    print(f"sft: loss {summary['final_loss']:.4f}; accuracy {before.get('accuracy')} -> {after.get('accuracy')}; "
+    print(f"sft: loss {summary['final_loss']:.4f}; accuracy {accuracy_change(before, after)}; "
           f"checkpoint {final_dir}")
     return summary
 

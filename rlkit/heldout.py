@@ -64,3 +64,9 @@ def evaluate_model(model_path: str, problems: list[Problem], cfg: EvalConfig, *,
             ray.kill(actor)
     return {"accuracy": metrics["eval/accuracy"], "mean_length": metrics["eval/response_length"],
             f"pass@{cfg.samples}": metrics[f"eval/pass@{cfg.samples}"], "truncated": metrics["eval/truncated"]}
+
+
+def accuracy_change(before: dict, after: dict) -> str:
+    """Held-out accuracy for the console: 'a -> b', only 'b' without a before, 'not measured' without either."""
+    figures = [f"{d['accuracy']:.3f}" for d in (before, after) if d]
+    return " -> ".join(figures) or "not measured"

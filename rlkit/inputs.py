@@ -90,6 +90,14 @@ def check_model_dir(path: str, *, key: str = "model.path") -> None:
         raise FileNotFoundError(f"{key}={path!r} has no weights (model.safetensors or pytorch_model.bin)")
 
 
+def resolve_model(value: str, *, key: str = "model.path") -> str:
+    """A model given in a config (local folder anywhere `search_dirs` looks, or Hub id) as the path to
+    load it from, checked to be a Hugging Face model folder: every recipe calls this before Ray starts."""
+    path = resolve_input(value, key=key)
+    check_model_dir(path, key=key)
+    return path
+
+
 @functools.lru_cache(maxsize=1)
 def hub_unreachable(timeout_s: float = 3.0) -> str:
     """"" when the Hub (HF_ENDPOINT) accepts a connection, or offline mode is on (the libraries then read

@@ -26,11 +26,11 @@ SMALL = ["rollout.group_size=4", "rollout.prompts_per_step=2", "rollout.max_new_
          "reward.accuracy=think_format"]
 
 
-def _run(args, env_extra=None, timeout=120):
+def _run(args, env_extra=None, timeout=120, cwd=ROOT):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     env.pop("HF_HUB_OFFLINE", None)
     start = time.monotonic()
-    result = subprocess.run([*RLKIT, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run([*RLKIT, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return result, time.monotonic() - start
 
 
@@ -83,6 +83,25 @@ def test_every_bad_input_stops_within_seconds_with_one_line_naming_it(tmp_path):
         assert seconds < 30, (overrides, seconds)
     assert not any((tmp_path / f"case{i}").exists() for i in range(len(cases)))  # failed starts leave nothing
     assert sorted(str(p.relative_to(tmp_path / "used")) for p in (tmp_path / "used").rglob("*")) == used_before
+
+
+def test_sft_side_recipes_find_the_shipped_model_from_any_folder_and_never_mix_runs(tmp_path):
+    # from a folder outside the checkout, the config's relative model and data paths are found from the
+    # config file's project; a second run into the same folder is refused with one line
+    config = ["--config", str(ROOT / "recipes/configs/sft_tiny.yaml"), "output_dir=sft", "optim.max_steps=1",
+              "eval.test=", "data.max_examples=32"]
+    first, _ = _run(["run", "sft", *config], cwd=tmp_path, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    summary = json.loads((tmp_path / "sft" / "summary.json").read_text())
+    assert summary["steps"] == 1 and Path(summary["model"]).resolve() == ROOT / "data/models/tiny-moe"
+    assert "accuracy not measured" in first.stdout
+    second, seconds = _run(["run", "sft", *config], cwd=tmp_path)
+    assert second.returncode != 0 and "already holds a finished sft run" in second.stderr, second.stderr
+    assert len(_lines(second.stderr)) <= 5 and seconds < 30
+    missing, _ = _run(["run", "rejection_sampling", "--config", str(ROOT / "recipes/configs/rejection_sampling_tiny.yaml"),
+                       "output_dir=rs", "model.path=./no/such/model"], cwd=tmp_path)
+    assert "model path not found: model.path='./no/such/model'" in missing.stderr, missing.stderr
+    assert len(_lines(missing.stderr)) <= 5 and not (tmp_path / "rs").exists()
 
 
 def test_ctrl_c_says_how_to_continue_and_the_run_continues_quietly_to_a_summary(random_tiny_model, tiny_prompts,
