@@ -53,8 +53,8 @@ from rlkit.actors import init_ray  # noqa: E402
 from rlkit.cli import load_recipe  # noqa: E402
 from rlkit.config import save  # noqa: E402
 from rlkit.heldout import EvalConfig, evaluate_model, load_heldout  # noqa: E402
-from rlkit.merge import merge_checkpoints  # noqa: E402
 from rlkit.inputs import resolve_model  # noqa: E402
+from rlkit.merge import merge_checkpoints  # noqa: E402
 from rlkit.models import load_tokenizer  # noqa: E402
 from rlkit.registry import Registry  # noqa: E402
 from rlkit.reports import write_model_bars, write_summary  # noqa: E402

@@ -34,8 +34,8 @@ import rewards
 from rlkit.actors import RolloutGroup, init_ray
 from rlkit.config import DataConfig, ModelConfig, RewardConfig, RolloutConfig, save
 from rlkit.data import build_problems, load_rows, reward_columns
-from rlkit.logging import MetricsLogger
 from rlkit.inputs import resolve_model
+from rlkit.logging import MetricsLogger
 from rlkit.models import context_length, load_tokenizer
 from rlkit.rejection import (Candidate, RejectionConfig, RejectionError, apply_filters, check_kept, needed_rewards,
                              preference_pairs, score_candidates, select)

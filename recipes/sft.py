@@ -35,8 +35,8 @@ from rlkit import checkpoint  # noqa: E402
 from rlkit.actors import init_ray  # noqa: E402
 from rlkit.config import ModelConfig, save  # noqa: E402
 from rlkit.heldout import EvalConfig, accuracy_change, evaluate_model, load_heldout  # noqa: E402
-from rlkit.logging import MetricsLogger  # noqa: E402
 from rlkit.inputs import resolve_model  # noqa: E402
+from rlkit.logging import MetricsLogger  # noqa: E402
 from rlkit.models import context_length, load_tokenizer  # noqa: E402
 from rlkit.reports import write_curves, write_model_bars, write_summary  # noqa: E402
 from rlkit.sft.config import OptimConfig, SFTDataConfig  # noqa: E402

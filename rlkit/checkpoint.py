@@ -23,13 +23,25 @@ def step_dir(output_dir: str | Path, step: int) -> Path:
     return Path(output_dir) / "checkpoints" / f"step_{step:06d}"
 
 
+def rng_state() -> dict[str, Any]:
+    """Every random stream a process draws from (torch CPU, Python, NumPy): saved so a resumed run
+    continues the same draws."""
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
 def save(directory: Path, *, learners, tokenizer, driver_state: dict[str, Any], keep: int = 2) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / MARKER).unlink(missing_ok=True)
     learners.save(str(directory))
     tokenizer.save_pretrained(directory)
     state = dict(driver_state)
-    state["rng"] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state["rng"] = rng_state()
     torch.save(state, directory / "driver_state.pt")
     (directory / MARKER).write_text("ok\n")
     _prune(directory.parent, keep)
@@ -52,10 +64,7 @@ def resume_hint(output_dir: str | Path) -> str:
 
 def load_driver_state(directory: Path) -> dict[str, Any]:
     state = torch.load(directory / "driver_state.pt", weights_only=False)
-    rng = state.pop("rng")
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    np.random.set_state(rng["numpy"])
+    set_rng_state(state.pop("rng"))
     return state
 
 

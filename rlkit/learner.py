@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import copy
 import os
-import random
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from rlkit import moe
 from rlkit.algo import kl_penalty, policy_loss
+from rlkit.checkpoint import rng_state, set_rng_state
 from rlkit.config import AlgoConfig, LearnerConfig
 from rlkit.forward import MIN_SHARED_PREFIX, ForwardOut, PolicyForward, token_logprobs  # noqa: F401  (token_logprobs: the reference, re-exported)
 from rlkit.metrics import merge_metrics
@@ -265,8 +264,7 @@ class Learner:
         state_file = self.strategy.optimizer_state_file(directory)
         if state_file is not None:
             torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step,
-                        "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                                "numpy": np.random.get_state()}}, state_file)
+                        "rng": rng_state()}, state_file)
 
     def load(self, directory: str | Path) -> int:
         directory = Path(directory)
@@ -279,9 +277,7 @@ class Learner:
         state = torch.load(state_file, weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_rng_state(state["rng"])
         return self.step
 
 

@@ -107,32 +107,15 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+RL_PANELS = (("reward/mean", "train reward (mean)"), ("eval/accuracy", "held-out accuracy"),
+             ("response_length/mean", "response length (tokens)"))
+
+
 def write_report(metrics_path: str | Path, out_path: str | Path, title: str = "") -> Path:
     """Reward, held-out accuracy and response length against step, in one PNG."""
-    import matplotlib
+    from rlkit.reports import write_curves
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics_path)
-    panels = [("reward/mean", "train reward (mean)"), ("eval/accuracy", "held-out accuracy"),
-              ("response_length/mean", "response length (tokens)")]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (key, label) in zip(axes, panels):
-        pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
-        if pts:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, marker="o" if key.startswith("eval") else None, markersize=3)
-        ax.set_title(label)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return write_curves(metrics_path, out_path, RL_PANELS, title=title)
 
 
 class StepProgress:

@@ -29,6 +29,16 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, out_path: str | Path, title: str) -> Path:
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    out_path = Path(out_path)
+    fig.savefig(out_path, dpi=100)
+    plt.close(fig)
+    return out_path
+
+
 def write_curves(metrics_path: str | Path, out_path: str | Path, panels: Sequence[tuple[str, str]],
                  title: str = "") -> Path:
     """One panel per (metric key, label), the metric against `step` from metrics.jsonl."""
@@ -45,13 +55,7 @@ def write_curves(metrics_path: str | Path, out_path: str | Path, panels: Sequenc
         ax.set_title(label)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(plt, fig, out_path, title)
 
 
 def write_model_bars(entries: Sequence[dict[str, Any]], out_path: str | Path, title: str = "",
@@ -81,10 +85,4 @@ def write_model_bars(entries: Sequence[dict[str, Any]], out_path: str | Path, ti
         axes[2].set_xlabel("RL step")
         axes[2].grid(alpha=0.3)
         axes[2].legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    out_path = Path(out_path)
-    fig.savefig(out_path, dpi=100)
-    plt.close(fig)
-    return out_path
+    return _save(plt, fig, out_path, title)

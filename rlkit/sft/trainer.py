@@ -12,12 +12,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from rlkit.checkpoint import rng_state, set_rng_state
 from rlkit.models import load_model, num_experts, resolve_dtype
 from rlkit.sft.config import OptimConfig
 from rlkit.sft.data import SFTBatch
@@ -162,8 +161,7 @@ class SupervisedLearner:
             return
         self.accelerator.unwrap_model(self.model).save_pretrained(directory)
         torch.save({"optimizer": self.optimizer.state_dict(), "step": self.step,
-                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                            "numpy": np.random.get_state()}},
+                    "rng": rng_state()},
                    directory / "learner_state.pt")
 
     def load(self, directory: str | Path) -> int:
@@ -175,9 +173,7 @@ class SupervisedLearner:
         state = torch.load(directory / "learner_state.pt", weights_only=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
+        set_rng_state(state["rng"])
         return self.step
 
 

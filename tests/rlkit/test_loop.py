@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from rlkit.cli import load_recipe
 from rlkit.config import load
@@ -72,7 +71,7 @@ def test_resume_after_kill_continues_from_saved_step(random_tiny_model, tiny_pro
     result = subprocess.run([*cmd, "resume=true", "steps=" + str(saved + 2)], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resumed from" in result.stdout and f"at step {saved}" in result.stdout
+    assert "resumed from" in result.stdout and f"at step {saved}" in result.stdout
     steps = [r["step"] for r in _rows(out)]
     # rows after the checkpoint were dropped and redone: one row per step, no gaps, no repeats
     assert steps == list(range(0, saved + 3)), steps

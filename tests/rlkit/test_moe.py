@@ -51,6 +51,7 @@ def test_replaying_the_router_s_own_choice_changes_nothing(moe_model):
     finally:
         moe.set_replay(model, None)
     torch.testing.assert_close(again, reference, atol=1e-6, rtol=0)  # gate weights recomputed as the router does
+    assert torch.equal(torch.stack([replayed.layer(i)[1] for i in range(len(replayed))], dim=1), own)
     assert moe.replay_mismatch(model) == 0.0
 
 

@@ -12,7 +12,6 @@ import json
 
 import pytest
 import ray
-import torch
 
 from rlkit.actors import RolloutGroup, init_ray
 from rlkit.config import AlgoConfig, LearnerConfig, ModelConfig, RolloutConfig
