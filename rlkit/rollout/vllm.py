@@ -56,7 +56,7 @@ import torch
 from rlkit.models import load_tokenizer
 from rlkit.rollout.engine import ENGINES, EngineUnavailable, eos_token_ids, sample_cap
 from rlkit.rollout.vllm_settings import (CPU_MEMORY_SHARE, GPU_MEMORY_SHARE, INSTALL_HINT, check_settings,
-                                         model_context, total_ram, vllm_installed)
+                                         compilation_config, model_context, total_ram, vllm_installed)
 from rlkit.rollout.vllm_sync import CheckpointFormat, reload_in_place
 from rlkit.types import (FINISH_BUDGET, FINISH_LENGTH, FINISH_REPEAT, FINISH_STOP, GenerationRequest, Rollout,
                          SamplingParams)
@@ -146,6 +146,7 @@ class VLLMEngine:
                 **({"enable_return_routed_experts": True} if record_routes else {}),
                 # on GPUs the engine can give its memory back while a colocated learner trains (`sleep`)
                 **({"enable_sleep_mode": True} if device == "cuda" else {}),
+                **compilation_config(model_path, device, trust_remote_code),
                 **memory,
             )
         except Exception as e:
