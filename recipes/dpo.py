@@ -55,7 +55,9 @@ class Config:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, batch_size=16, micro_batch_size=16))
     eval: EvalConfig = field(default_factory=EvalConfig)
-    eval_before: bool = True
+    eval_before: bool = True  # also measure the model before training (`before` in summary.json)
+    resume: bool = False  # continue from the last checkpoint in output_dir (same pairs and settings)
+    save_every: int = 200  # optimizer steps between checkpoints (0 = only the final one); the last 2 are kept
     ray_address: str = ""
     tensorboard: bool = False
     report: bool = True
@@ -90,24 +92,37 @@ def main(cfg: Config) -> dict:
     pad = tokenizer.pad_token_id
     ref = {side: learner.sequence_logprobs(collate(ex, pad), reference=True, mean=d.length_normalize)
            for side, ex in sides.items()}  # [n] each
-    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard)
+    step, before = 0, {}
+    resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
+    if resumed_from is not None:  # the reference log-probs above came from the initial model, as they must
+        step = learner.load(resumed_from)
+        before = checkpoint.load_driver_state(resumed_from)["before"]
+        print(f"dpo: resumed from {resumed_from} at step {step}")
+    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None,
+                           start_step=step)
+    if resumed_from is not None:
+        logger.truncate_after(step)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     owns_ray = heldout and not ray.is_initialized()
     if heldout:
         init_ray(cfg.ray_address)
-    before = evaluate_model(cfg.model.path, heldout, cfg.eval, seed=cfg.seed, dtype=cfg.model.dtype) \
-        if heldout and cfg.eval_before else {}
-    if before:
+    if heldout and cfg.eval_before and resumed_from is None:
+        before = evaluate_model(cfg.model.path, heldout, cfg.eval, seed=cfg.seed, dtype=cfg.model.dtype)
         logger.log(0, {"eval/accuracy": before["accuracy"], "eval/response_length": before["mean_length"]})
 
     # -------------------------------------------------------------------------- loop
-    rng = random.Random(cfg.seed)
-    step, last = 0, {}
-    bar = tqdm(total=total_steps, desc="dpo", dynamic_ncols=True)
+    # Each epoch's order depends on (seed, epoch) only: a resumed run skips the batches trained before its
+    # checkpoint and takes the ones an uninterrupted run would.
+    trained_before = step
+    batches_seen, epoch, last = 0, 0, {}
+    bar = tqdm(total=total_steps, initial=step, desc="dpo", dynamic_ncols=True)
     while step < total_steps:
         order = list(range(n_pairs))
-        rng.shuffle(order)
+        random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
         for start in range(0, n_pairs, cfg.optim.batch_size):
+            batches_seen += 1
+            if batches_seen <= trained_before:
+                continue
             if step >= total_steps:
                 break
             idx = order[start : start + cfg.optim.batch_size]
@@ -120,11 +135,15 @@ def main(cfg: Config) -> dict:
             last["time/step_s"] = time.perf_counter() - t0
             step += 1
             logger.log(step, last)
+            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+                checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
+                                driver_state={"step": step, "before": before})
             bar.update(1)
             bar.set_postfix(loss=f"{last['dpo/loss']:.3f}", acc=f"{last['dpo/accuracy']:.2f}")
+        epoch += 1
     bar.close()
     final_dir = checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
-                                driver_state={"step": step})
+                                driver_state={"step": step, "before": before})
 
     # ----------------------------------------------------------------------- cleanup
     after = evaluate_model(str(final_dir), heldout, cfg.eval, seed=cfg.seed, dtype=cfg.model.dtype) if heldout else {}

@@ -7,7 +7,8 @@ is the token-mean negative log-likelihood of the completion tokens over each who
 tokens are context only. Batches are length-bucketed. Samples longer than `data.max_length` are
 refused (the default, naming how many), truncated or dropped, as configured, before training.
 Held-out accuracy and mean response length are measured before and after through the rollout
-engines, as the RL recipes measure them.
+engines, as the RL recipes measure them. A checkpoint is saved every `save_every` steps; a stopped
+run continues from the last one with `resume=true` and ends as an uninterrupted run would.
 
 How it departs from the paper: R1's cold-start set is thousands of long readable CoTs collected
 by few-shot prompting and human post-processing, and its stage-3 SFT runs 2 epochs over 800k
@@ -55,6 +56,8 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     eval_before: bool = True  # also measure the model before training (`before` in summary.json)
+    resume: bool = False  # continue from the last checkpoint in output_dir (same data and settings)
+    save_every: int = 200  # optimizer steps between checkpoints (0 = only the final one); the last 2 are kept
     log_every: int = 1
     ray_address: str = ""  # "" starts a local Ray for the evaluation engines
     tensorboard: bool = False
@@ -92,23 +95,39 @@ def main(cfg: Config) -> dict:
 
     learner = SupervisedLearner(cfg.model.path, cfg.optim, total_steps=total_steps, dtype=cfg.model.dtype,
                                 seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code)
-    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard)
+    step, losses, before = 0, [], {}
+    resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
+    if resumed_from is not None:
+        step = learner.load(resumed_from)  # weights, optimizer, RNG; the learning rate follows the step
+        state = checkpoint.load_driver_state(resumed_from)
+        losses, before = state["losses"], state["before"]
+        print(f"sft: resumed from {resumed_from} at step {step}")
+    logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None,
+                           start_step=step)
+    if resumed_from is not None:
+        logger.truncate_after(step)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     owns_ray = heldout and not ray.is_initialized()
     if heldout:
         init_ray(cfg.ray_address)
-    before = evaluate_model(cfg.model.path, heldout, cfg.eval, seed=cfg.seed, dtype=cfg.model.dtype) \
-        if heldout and cfg.eval_before else {}
-    if before:
+    if heldout and cfg.eval_before and resumed_from is None:
+        before = evaluate_model(cfg.model.path, heldout, cfg.eval, seed=cfg.seed, dtype=cfg.model.dtype)
         logger.log(0, {"eval/accuracy": before["accuracy"], "eval/response_length": before["mean_length"]})
 
     # -------------------------------------------------------------------------- loop
-    rng = random.Random(cfg.seed)
-    step, losses = 0, []
-    bar = tqdm(total=total_steps, desc="sft", dynamic_ncols=True)
+    # Each epoch's batch order depends on (seed, epoch) only, so a resumed run skips exactly the batches
+    # trained before its checkpoint and goes on with the same ones an uninterrupted run would take.
+    lengths_in_tokens = [len(e.input_ids) for e in examples]
+    trained_before = step
+    batches_seen, epoch = 0, 0
+    bar = tqdm(total=total_steps, initial=step, desc="sft", dynamic_ncols=True)
     while step < total_steps:
-        for batch_rows in length_bucketed_batches([len(e.input_ids) for e in examples], cfg.optim.batch_size, rng,
+        order = random.Random(cfg.seed * 100_003 + epoch)
+        for batch_rows in length_bucketed_batches(lengths_in_tokens, cfg.optim.batch_size, order,
                                                   drop_last=len(examples) >= cfg.optim.batch_size):
+            batches_seen += 1
+            if batches_seen <= trained_before:
+                continue
             if step >= total_steps:
                 break
             t0 = time.perf_counter()
@@ -118,11 +137,15 @@ def main(cfg: Config) -> dict:
             losses.append(metrics["sft/loss"])
             if step % cfg.log_every == 0 or step == total_steps:
                 logger.log(step, metrics)
+            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+                checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
+                                driver_state={"step": step, "losses": losses, "before": before})
             bar.update(1)
             bar.set_postfix(loss=f"{metrics['sft/loss']:.3f}")
+        epoch += 1
     bar.close()
     final_dir = checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
-                                driver_state={"step": step})
+                                driver_state={"step": step, "losses": losses, "before": before})
 
     # ----------------------------------------------------------------------- cleanup
     after = evaluate_model(str(final_dir), heldout, cfg.eval, seed=cfg.seed, dtype=cfg.model.dtype) if heldout else {}

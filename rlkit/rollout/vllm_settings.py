@@ -97,10 +97,10 @@ def compilation_config(model_path: str, device: str, trust_remote_code: bool = F
     """vLLM compilation settings that keep its sampling equal to the model's.
 
     On CPU, vLLM's fused rotary-embedding op rotates a latent-attention model's queries wrongly: they
-    reach it as [tokens, heads, rope] with several heads, a layout it mis-rotates (its single-head keys and
-    other models' flat [tokens, heads x dim] queries come out right). Measured on a DeepSeek-V3 with sharp attention: prompt log-probs off by up to 2.2 nats with the
-    op, within 7e-6 of transformers with vLLM's plain-PyTorch rotary instead. So on CPU latent-attention
-    models run without that op."""
+    reach it as [tokens, heads, rope] with several heads, a layout it mis-rotates (its single-head keys
+    and other models' flat [tokens, heads x dim] queries come out right). Measured on a DeepSeek-V3 with
+    sharp attention: prompt log-probs off by up to 2.2 nats with the op, within 7e-6 of transformers
+    with vLLM's plain-PyTorch rotary instead. So on CPU latent-attention models run without that op."""
     from transformers import AutoConfig
 
     if device != "cpu":

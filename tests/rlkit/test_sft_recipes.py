@@ -104,3 +104,53 @@ def test_bad_input_stops_before_training_with_one_message(random_tiny_model, tin
                                       "rollout.max_new_tokens=4", f"output_dir={tmp_path / 'rs'}"])
     assert "kept 0 of 4 samples (2 prompts); dropped by: correct 4" in msg and "Nothing to fine-tune on" in msg
     assert json.loads((tmp_path / "rs" / "summary.json").read_text())["kept"] == 0
+
+
+@pytest.mark.parametrize("recipe", ["sft", "dpo"])
+def test_a_run_stopped_mid_way_continues_to_the_uninterrupted_result(recipe, random_tiny_model, sft_rows, tmp_path):
+    # 9 rows (pairs) in batches of 2 = 4 SFT (5 DPO) steps an epoch, so 7 steps cross an epoch. The stopped
+    # run saved at steps 2 and 4 and was stopped in step 5; resume=true must end with the uninterrupted
+    # run's weights.
+    import torch
+    from safetensors.torch import load_file
+
+    from rlkit.sft.trainer import SupervisedLearner
+
+    module = load_recipe(recipe)
+    common = [f"model.path={random_tiny_model}", "eval.test=", "optim.batch_size=2", "optim.micro_batch_size=2",
+              "optim.max_steps=7", "optim.lr=1e-2", "optim.threads=1", "save_every=2", "report=false"]
+    if recipe == "sft":
+        common.append(f"data.train={sft_rows}")
+    else:
+        pairs = tmp_path / "pairs.jsonl"
+        rows = [json.loads(line) for line in Path(sft_rows).read_text().splitlines()]
+        pairs.write_text("".join(json.dumps({"prompt": r["prompt"], "chosen": r["completion"],
+                                             "rejected": r["completion"] + " 7"}) + "\n" for r in rows))
+        common.append(f"dpo.pairs={pairs}")
+    whole = module.main(load(module.Config, None, [*common, f"output_dir={tmp_path / 'whole'}"]))
+
+    step_method = "sft_step" if recipe == "sft" else "dpo_step"
+    real_step = getattr(SupervisedLearner, step_method)
+
+    def stop_in_step_five(self, *args, **kwargs):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    setattr(SupervisedLearner, step_method, stop_in_step_five)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            module.main(load(module.Config, None, [*common, f"output_dir={tmp_path / 'cut'}"]))
+    finally:
+        setattr(SupervisedLearner, step_method, real_step)
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step_000002", "step_000004"]
+    resumed = module.main(load(module.Config, None, [*common, f"output_dir={tmp_path / 'cut'}", "resume=true"]))
+
+    assert resumed["steps"] == whole["steps"] == 7
+    a = load_file(str(Path(whole["checkpoint"]) / "model.safetensors"))
+    b = load_file(str(Path(resumed["checkpoint"]) / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    rows = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6, 7]  # nothing logged twice, nothing missing
+    if recipe == "sft":
+        assert resumed["final_loss"] == pytest.approx(whole["final_loss"], abs=1e-6)
