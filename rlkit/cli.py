@@ -195,7 +195,7 @@ def rewards_text() -> str:
         first = " ".join(doc.split("\n\n")[0].split())
         lines.append(f"  {name:<22} {first}")
     lines += ["", "Your own: path/to/file.py:function or package.module:function (TRL's contract: "
-              "fn(completions, **columns) -> list[float | None]); reward models: reward.models (see rewards.model)."]
+              "fn(completions, **columns) -> list[float | None]); reward models and judges: reward.models (see rewards.model, rewards.judge)."]
     return "\n".join(lines)
 
 

@@ -367,22 +367,31 @@ class RolloutConfig:
 
 @dataclasses.dataclass
 class RewardModelConfig:
-    path: str = ""  # local Hugging Face *ForSequenceClassification directory with one label
+    kind: str = "classifier"  # classifier (a reward model: its logit) | judge (a causal LM asked for a verdict)
+    path: str = ""  # local HF directory: *ForSequenceClassification with one label, or a *ForCausalLM judge
     device: str = "cpu"  # cpu | cuda (the actor then takes one GPU)
-    batch_size: int = 16  # sequences per forward
-    max_length: int = 1024  # tokens of prompt + completion; the prompt is cut from the left
-    normalize: bool = False  # standardise the scores over each scored batch (mean 0, std 1)
+    batch_size: int = 16  # classifier: sequences per forward
+    max_length: int = 1024  # classifier: tokens of prompt + completion; the prompt is cut from the left
+    normalize: bool = False  # classifier: standardise the scores over each scored batch (mean 0, std 1)
     dtype: str = "float32"  # float32 | bfloat16 | float16
     num_cpus: float = 0.0  # Ray CPUs reserved for the actor (0: it shares the cores with the others)
     threads: int = 1  # torch CPU threads in the actor
+    engine: str = "hf"  # judge: the rollout engine it answers through (hf | vllm)
+    template: str = ""  # judge: prompt with {prompt}, {completion}, {answer}; "" = rewards.judge.DEFAULT_TEMPLATE
+    verdicts: dict[str, float] = dataclasses.field(default_factory=lambda: {"yes": 1.0, "no": 0.0})  # judge
+    max_new_tokens: int = 8  # judge: tokens of its answer (greedy); the first verdict word in it scores
 
     def validate(self) -> None:
+        if self.kind not in ("classifier", "judge"):
+            raise ValueError(f"reward model kind must be classifier or judge, got {self.kind!r}")
         if not self.path:
             raise ValueError("reward.models.<name>.path is empty: give the reward model's directory")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"reward model device must be cpu or cuda, got {self.device!r}")
-        if self.batch_size < 1 or self.max_length < 1:
-            raise ValueError("reward model batch_size and max_length must be >= 1")
+        if self.batch_size < 1 or self.max_length < 1 or self.max_new_tokens < 1:
+            raise ValueError("reward model batch_size, max_length and max_new_tokens must be >= 1")
+        if self.kind == "judge" and not self.verdicts:
+            raise ValueError("a judge's verdicts is empty: give the words it answers with and their scores")
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""Ray actors that hold reward models, so the driver never loads their weights.
+"""Ray actors that hold reward models and judges, so the driver never loads their weights.
 
 `rewards.model.RemoteRewardModel` reaches this module by name on its first call (the `rewards`
 package itself imports without Ray). One actor per reward model; it takes a GPU when the
@@ -30,6 +30,46 @@ def start_reward_model_actor(path: str, options: dict[str, Any], *, num_cpus: fl
 
         init_ray()
     return RewardModelActor.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(path, options)
+
+
+@ray.remote
+class JudgeActor:
+    """A judge model behind a rollout engine: rendered prompts in, greedy answers out."""
+
+    def __init__(self, path: str, options: dict[str, Any]) -> None:
+        import torch
+
+        from rlkit.rollout.engine import make_engine
+
+        torch.set_num_threads(max(1, options.get("threads", 1)))
+        self.engine = make_engine(options.get("engine", "hf"), model_path=path, device=options.get("device", "cpu"),
+                                  dtype=options.get("dtype", "float32"), seed=0)
+        self.tokenizer = self.engine.tokenizer
+
+    def judge(self, texts: list[str], max_new_tokens: int) -> list[str]:
+        from rlkit.types import GenerationRequest, SamplingParams
+
+        requests = [GenerationRequest(self._prompt_ids(t)) for t in texts]
+        rollouts = self.engine.generate(requests, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))
+        return [self.tokenizer.decode(r.completion_ids, skip_special_tokens=True) for r in rollouts]
+
+    def _prompt_ids(self, text: str) -> list[int]:
+        if getattr(self.tokenizer, "chat_template", None):  # an instruction-tuned judge is asked as a user
+            return list(self.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                                           add_generation_prompt=True, return_dict=False))
+        return self.tokenizer(text)["input_ids"]
+
+
+def start_judge_actor(path: str, options: dict[str, Any], *, num_cpus: float = 1, num_gpus: float = 0):
+    if not ray.is_initialized():
+        from rlkit.actors import init_ray
+
+        init_ray()
+    return JudgeActor.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(path, options)
+
+
+def judge(actor, texts: list[str], max_new_tokens: int) -> list[str]:
+    return ray.get(actor.judge.remote(texts, max_new_tokens))
 
 
 def score(actor, prompts: list[Any], completions: list[Any]) -> list[float | None]:

@@ -3,8 +3,9 @@
 The reward functions follow the contract in `rewards` (TRL-compatible); the advantages come
 from `rlkit.algo`. A sample whose total reward is None (no reward applies) scores 0.0 and is
 counted in `reward/not_applicable`, so it is visible rather than silently dropped; each
-reward's own None count is `reward/none/<name>`. Reward models named in the config's
-`reward.models` run in Ray actors (`rewards.model`), checked here before any actor starts.
+reward's own None count is `reward/none/<name>`. Reward models and judges named in the config's
+`reward.models` run in Ray actors (`rewards.model`, `rewards.judge`), checked here before any actor
+starts.
 """
 
 from __future__ import annotations
@@ -81,10 +82,20 @@ class Scorer:
 
 
 def _reward_model(name: str, spec: Any):
+    """A reward function for one `reward.models` entry: a classifier reward model or a judge."""
+    from rewards.judge import DEFAULT_TEMPLATE, judge
     from rewards.model import reward_model
 
     options = asdict(spec) if is_dataclass(spec) else dict(spec)
     path = options.pop("path", "")
+    kind = options.pop("kind", "classifier")
+    if kind == "judge":
+        for key in ("batch_size", "max_length", "normalize"):  # a classifier's settings
+            options.pop(key, None)
+        options["template"] = options.get("template") or DEFAULT_TEMPLATE
+        return judge(path, name=name, **options)
+    for key in ("engine", "template", "verdicts", "max_new_tokens"):  # a judge's settings
+        options.pop(key, None)
     return reward_model(path, name=name, **options)
 
 
