@@ -65,6 +65,13 @@ def random_tiny_model(tmp_path_factory):
     return str(build_random_tiny_model(tmp_path_factory.mktemp("random_tiny_moe")))
 
 
+def two_step_run(model: str, prompts: str, output_dir) -> list[str]:
+    """Overrides for a two-step R1-Zero run on the random tiny model: small groups, no held-out set."""
+    return [f"model.path={model}", f"data.train={prompts}", "data.test=", f"output_dir={output_dir}",
+            "rollout.group_size=4", "rollout.prompts_per_step=2", "rollout.max_new_tokens=8",
+            "learner.micro_batch_size=4", "tensorboard=false", "report=false", "steps=2", "save_every=100"]
+
+
 @pytest.fixture(scope="session")
 def tiny_prompts(tmp_path_factory):
     """A 12-row prompt set in the random model's vocabulary: 'What is a plus b ?' -> a+b."""

@@ -11,9 +11,10 @@ import json
 
 import pytest
 
-from rewards.judge import DEFAULT_TEMPLATE, JudgeError, check_judge_model, check_template, judge, parse_verdict, render
+from rewards.judge import (DEFAULT_TEMPLATE, JudgeError, check_judge_model, check_template, judge, parse_verdict,
+                           render)
 
-from ..conftest import WORDS
+from ..conftest import WORDS, two_step_run
 
 VERDICTS = {"plus": 1.0, "minus": 0.0}
 TEMPLATE = "What is {prompt} ? the answer {answer} : {completion}"
@@ -103,9 +104,7 @@ def test_a_judge_and_a_rule_reward_in_one_run_of_the_tiny_recipe(last_token_judg
     recipe = load_recipe("r1_zero")
     out = tmp_path / "run"
     cfg = load(recipe.Config, None, [
-        f"model.path={random_tiny_model}", f"data.train={tiny_prompts}", "data.test=", f"output_dir={out}",
-        "rollout.group_size=4", "rollout.prompts_per_step=2", "rollout.max_new_tokens=8",
-        "learner.micro_batch_size=4", "tensorboard=false", "report=false", "steps=2", "save_every=100",
+        *two_step_run(random_tiny_model, tiny_prompts, out),
         "reward.weights={think_format: 1.0, judged: 0.5}", "reward.accuracy=think_format",
         f"reward.models={{judged: {{kind: judge, path: {last_token_judge}, template: '{TEMPLATE}', "
         "verdicts: {plus: 1.0, minus: 0.0}, max_new_tokens: 2}}"])

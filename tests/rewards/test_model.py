@@ -16,6 +16,8 @@ import pytest
 
 from rewards.model import RewardModelError, RewardModelScorer, check_reward_model, normalize_batch, reward_model
 
+from ..conftest import two_step_run
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "data" / "models" / "tiny-moe"
 
@@ -126,9 +128,7 @@ def test_reward_model_and_rule_reward_in_one_run_of_the_tiny_recipe(tiny_reward_
     recipe = load_recipe("r1_zero")
     out = tmp_path / "run"
     cfg = load(recipe.Config, None, [
-        f"model.path={random_tiny_model}", f"data.train={tiny_prompts}", "data.test=", f"output_dir={out}",
-        "rollout.group_size=4", "rollout.prompts_per_step=2", "rollout.max_new_tokens=8",
-        "learner.micro_batch_size=4", "tensorboard=false", "report=false", "steps=2", "save_every=100",
+        *two_step_run(random_tiny_model, tiny_prompts, out),
         "reward.weights={think_format: 1.0, tag_count: 1.0, rm: 0.5}", "reward.accuracy=think_format",
         f"reward.models={{rm: {{path: {tiny_reward_model}, batch_size: 4}}}}"])
     recipe.main(cfg)
