@@ -92,16 +92,13 @@ def main(cfg: Config) -> dict:
     pad = tokenizer.pad_token_id
     ref = {side: learner.sequence_logprobs(collate(ex, pad), reference=True, mean=d.length_normalize)
            for side, ex in sides.items()}  # [n] each
-    step, before = 0, {}
-    resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
-    if resumed_from is not None:  # the reference log-probs above came from the initial model, as they must
-        step = learner.load(resumed_from)
-        before = checkpoint.load_driver_state(resumed_from)["before"]
+    # the reference log-probs above came from the initial model, as they must on resume too
+    resumed_from, step, driver_state = checkpoint.resume_from(cfg.output_dir, cfg.resume, learner)
+    before = driver_state.get("before", {})
+    if resumed_from is not None:
         print(f"dpo: resumed from {resumed_from} at step {step}")
     logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None,
                            start_step=step)
-    if resumed_from is not None:
-        logger.truncate_after(step)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     owns_ray = heldout and not ray.is_initialized()
     if heldout:

@@ -160,16 +160,12 @@ def main(cfg: Config) -> dict:
                           sampling=sampling, dynamic=cfg.sampling.dynamic, max_rounds=cfg.sampling.max_rounds,
                           partial=partial, groups_in_flight=cfg.partial.groups_in_flight)
 
-    start_step = 0
-    resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
+    resumed_from, start_step, driver_state = checkpoint.resume_from(cfg.output_dir, cfg.resume, learners)
     if resumed_from is not None:
-        start_step = learners.load(str(resumed_from))
-        collector.load_state_dict(checkpoint.load_driver_state(resumed_from)["collector"])
+        collector.load_state_dict(driver_state["collector"])
         print(f"resumed from {resumed_from} at step {start_step}")
     logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None,
                            start_step=start_step)
-    if resumed_from is not None:
-        logger.truncate_after(start_step)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     sync_weights(learners, rollouts, version=start_step)
 

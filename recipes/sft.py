@@ -95,17 +95,13 @@ def main(cfg: Config) -> dict:
 
     learner = SupervisedLearner(cfg.model.path, cfg.optim, total_steps=total_steps, dtype=cfg.model.dtype,
                                 seed=cfg.seed, trust_remote_code=cfg.model.trust_remote_code)
-    step, losses, before = 0, [], {}
-    resumed_from = checkpoint.latest(cfg.output_dir) if cfg.resume else None
+    # weights, optimizer and RNG restored; the learning rate follows the step
+    resumed_from, step, driver_state = checkpoint.resume_from(cfg.output_dir, cfg.resume, learner)
+    losses, before = driver_state.get("losses", []), driver_state.get("before", {})
     if resumed_from is not None:
-        step = learner.load(resumed_from)  # weights, optimizer, RNG; the learning rate follows the step
-        state = checkpoint.load_driver_state(resumed_from)
-        losses, before = state["losses"], state["before"]
         print(f"sft: resumed from {resumed_from} at step {step}")
     logger = MetricsLogger(cfg.output_dir, tensorboard=cfg.tensorboard, resume=resumed_from is not None,
                            start_step=step)
-    if resumed_from is not None:
-        logger.truncate_after(step)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     owns_ray = heldout and not ray.is_initialized()
     if heldout:

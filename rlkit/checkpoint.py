@@ -54,6 +54,16 @@ def latest(output_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def resume_from(output_dir: str | Path, resume: bool, learner) -> tuple[Path | None, int, dict[str, Any]]:
+    """Where a run with `resume` set continues: the last complete checkpoint in output_dir (None: a fresh
+    start), the step its learner was restored to, and the driver state saved beside it (RNG restored)."""
+    last = latest(output_dir) if resume else None
+    if last is None:
+        return None, 0, {}
+    step = learner.load(str(last))
+    return last, step, load_driver_state(last)
+
+
 def resume_hint(output_dir: str | Path) -> str:
     """What to tell a user whose run stopped: where it can continue from."""
     last = latest(output_dir)

@@ -69,6 +69,8 @@ class MetricsLogger:
         if not resume:  # a new run: nothing of an earlier one may remain to mix with its curves
             self.path.unlink(missing_ok=True)
             shutil.rmtree(self.dir / "tensorboard", ignore_errors=True)
+        else:  # rows logged after the checkpoint the run continues from are produced again
+            self.truncate_after(start_step)
         self.tb = None
         if tensorboard:
             try:
