@@ -29,7 +29,6 @@ import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on shared cores
 
-import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -84,43 +83,32 @@ def main(cfg: Config) -> dict:
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     stages = StageRunner(cfg.output_dir, resume=cfg.resume)
-    seconds: dict[str, float] = {}
-
-    def timed(name, fn, config):
-        start = time.perf_counter()
-        out = stages.run(name, fn, config=config)
-        seconds[name] = out.get("seconds", time.perf_counter() - start)
-        return out
 
     def rl_stage(model_path: str):
         def run(stage_dir: Path) -> dict:
-            start = time.perf_counter()
             r1_zero_recipe.main(configured(cfg.rl, output_dir=str(stage_dir), resume=True,
                                            **{"model.path": model_path}))
-            return {"checkpoint": str(checkpoint.latest(stage_dir)), "seconds": time.perf_counter() - start,
-                    "curve": read_curve(stage_dir / "metrics.jsonl")}
+            return {"checkpoint": str(checkpoint.latest(stage_dir)), "curve": read_curve(stage_dir / "metrics.jsonl")}
         return run
 
     # -------------------------------------------------------------------------- stages
     teacher = cfg.teacher
     if not teacher:
-        teacher = timed("teacher_rl", rl_stage(cfg.rl.model.path), cfg.rl)["checkpoint"]
+        teacher = stages.run("teacher_rl", rl_stage(cfg.rl.model.path), cfg.rl)["checkpoint"]
 
     def sample_traces(stage_dir: Path) -> dict:
-        start = time.perf_counter()
         out = rejection_recipe.main(configured(cfg.traces, output_dir=str(stage_dir), **{"model.path": teacher}))
-        return {**out, "dataset": str(stage_dir / "dataset.jsonl"), "seconds": time.perf_counter() - start}
+        return {**out, "dataset": str(stage_dir / "dataset.jsonl")}
 
-    traces = timed("traces", sample_traces, {"traces": cfg.traces, "teacher": teacher})
+    traces = stages.run("traces", sample_traces, {"traces": cfg.traces, "teacher": teacher})
 
     def train_student(stage_dir: Path) -> dict:
-        start = time.perf_counter()
-        out = sft_recipe.main(configured(cfg.sft, output_dir=str(stage_dir), eval_before=False,
-                                  **{"model.path": cfg.student, "data.train": traces["dataset"], "eval.test": ""}))
-        return {**out, "seconds": time.perf_counter() - start}
+        return sft_recipe.main(configured(cfg.sft, output_dir=str(stage_dir), eval_before=False,
+                                          **{"model.path": cfg.student, "data.train": traces["dataset"],
+                                             "eval.test": ""}))
 
-    student_sft = timed("student_sft", train_student, {"sft": cfg.sft, "traces": traces["dataset"]})
-    student_rl = timed("student_rl", rl_stage(cfg.student), {"rl": cfg.rl, "student": cfg.student}) \
+    student_sft = stages.run("student_sft", train_student, {"sft": cfg.sft, "traces": traces["dataset"]})
+    student_rl = stages.run("student_rl", rl_stage(cfg.student), {"rl": cfg.rl, "student": cfg.student}) \
         if cfg.compare_rl else None
 
     models = {"teacher": teacher, "student_before": cfg.student, "student_after": student_sft["checkpoint"]}
@@ -143,7 +131,7 @@ def main(cfg: Config) -> dict:
         "student_gain": figures["student_after"]["accuracy"] - figures["student_before"]["accuracy"],
         "traces": {k: traces[k] for k in ("prompts", "samples", "kept")},
         "models": models,
-        "seconds": seconds,
+        "seconds": stages.seconds,
     }
     if student_rl:
         summary["student_rl_gain"] = figures["student_rl"]["accuracy"] - figures["student_before"]["accuracy"]

@@ -41,7 +41,6 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must not spin on shared cores
 
 import json  # noqa: E402
-import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -138,16 +137,6 @@ def main(cfg: Config) -> dict:
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     stages = StageRunner(cfg.output_dir, resume=cfg.resume)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[Path], dict], config) -> dict:
-        def run(stage_dir: Path) -> dict:
-            start = time.perf_counter()
-            out = fn(stage_dir)
-            return {**out, "seconds": time.perf_counter() - start}
-        out = stages.run(name, run, config=config)
-        seconds[name] = out["seconds"]
-        return out
 
     # -------------------------------------------------------------------------- stages
     long_model = cfg.long_model
@@ -158,13 +147,13 @@ def main(cfg: Config) -> dict:
                 data = cold_start_rows(cfg.long_cold_start, stage_dir / "cold_start.jsonl", cfg.seed)
                 return sft_recipe.main(configured(cfg.long_sft, output_dir=str(stage_dir / "sft"), eval_before=False,
                                                   **{"model.path": start, "data.train": data, "eval.test": ""}))
-            start = timed("long_sft", cold_start, {"cold_start": cfg.long_cold_start, "sft": cfg.long_sft,
-                                                   "base": start})["checkpoint"]
+            start = stages.run("long_sft", cold_start, {"cold_start": cfg.long_cold_start, "sft": cfg.long_sft,
+                                                        "base": start})["checkpoint"]
 
         def train_long(stage_dir: Path) -> dict:
             r1_zero_recipe.main(configured(cfg.rl, output_dir=str(stage_dir), resume=True, **{"model.path": start}))
             return {"checkpoint": str(checkpoint.latest(stage_dir))}
-        long_model = timed("long_rl", train_long, {"rl": cfg.rl, "from": start})["checkpoint"]
+        long_model = stages.run("long_rl", train_long, {"rl": cfg.rl, "from": start})["checkpoint"]
 
     def sample_shortest(stage_dir: Path) -> dict:
         out = rejection_recipe.main(configured(cfg.sampling, output_dir=str(stage_dir),
@@ -172,15 +161,16 @@ def main(cfg: Config) -> dict:
         return {**out, "model": long_model, "dataset": str(stage_dir / "dataset.jsonl"),
                 "pairs_file": str(stage_dir / "pairs.jsonl")}
 
-    shortest = timed("shortest_sampling", sample_shortest, {"sampling": cfg.sampling, "long": long_model})
+    shortest = stages.run("shortest_sampling", sample_shortest, {"sampling": cfg.sampling, "long": long_model})
     current, produced = long_model, []
     for i, name in enumerate(cfg.methods, start=1):
         stage_config = {"method": name, "from": current, "sft": cfg.sft if name == "shortest_sft" else None,
                         "dpo": cfg.dpo if name == "dpo" else None,
                         "merge_weight": cfg.merge_weight if name == "merge" else None,
                         "length_rl": cfg.length_rl if name == "length_rl" else None}
-        out = timed(f"{i}_{name}", lambda d, name=name, current=current: METHODS.get(name)(cfg, shortest, current, d),
-                    stage_config)
+        method = METHODS.get(name)
+        out = stages.run(f"{i}_{name}", lambda d, method=method, current=current: method(cfg, shortest, current, d),
+                         stage_config)
         current = out["checkpoint"]
         produced.append((name, current))
 
@@ -208,7 +198,7 @@ def main(cfg: Config) -> dict:
                      "checkpoint": path} for name, path in produced],
         "shortest_sampling": {k: shortest[k] for k in ("prompts", "samples", "kept", "pairs", "mean_tokens_kept")},
         "long_model": long_model,
-        "seconds": seconds,
+        "seconds": stages.seconds,
     }
     write_summary(cfg.output_dir, summary)
     with open(f"{cfg.output_dir}/metrics.jsonl", "w") as f:  # one row per evaluated model, in order

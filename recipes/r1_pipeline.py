@@ -39,7 +39,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads must 
 
 import json  # noqa: E402
 import random  # noqa: E402
-import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
@@ -102,16 +101,6 @@ def main(cfg: Config) -> dict:
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     save(cfg, f"{cfg.output_dir}/config.yaml")
     stages = StageRunner(cfg.output_dir, resume=cfg.resume)
-    seconds: dict[str, float] = {}
-
-    def timed(name: str, fn: Callable[[Path], dict], config) -> dict:
-        def run(stage_dir: Path) -> dict:
-            start = time.perf_counter()
-            out = fn(stage_dir)
-            return {**out, "seconds": time.perf_counter() - start}
-        out = stages.run(name, run, config=config)
-        seconds[name] = out["seconds"]
-        return out
 
     def rl(rl_cfg, model_path: str) -> Callable[[Path], dict]:
         def run(stage_dir: Path) -> dict:
@@ -129,15 +118,15 @@ def main(cfg: Config) -> dict:
         data = cold_start_rows(cfg.cold_start, stage_dir / "cold_start.jsonl", cfg.seed)
         return sft(configured(cfg.cold_start_sft, output_dir=str(stage_dir / "sft")), cfg.base, data)
 
-    stage1 = timed("1_cold_start_sft", cold_start, {"cold_start": cfg.cold_start, "sft": cfg.cold_start_sft,
-                                                    "base": cfg.base})
-    stage2 = timed("2_reasoning_rl", rl(cfg.reasoning_rl, stage1["checkpoint"]), cfg.reasoning_rl)
+    stage1 = stages.run("1_cold_start_sft", cold_start, {"cold_start": cfg.cold_start, "sft": cfg.cold_start_sft,
+                                                         "base": cfg.base})
+    stage2 = stages.run("2_reasoning_rl", rl(cfg.reasoning_rl, stage1["checkpoint"]), cfg.reasoning_rl)
 
     def rejection(stage_dir: Path) -> dict:
         return rejection_recipe.main(configured(cfg.rejection, output_dir=str(stage_dir),
                                                 **{"model.path": stage2["checkpoint"]}))
 
-    samples = timed("3_rejection_sampling", rejection, {"rejection": cfg.rejection, "from": stage2["checkpoint"]})
+    samples = stages.run("3_rejection_sampling", rejection, {"rejection": cfg.rejection, "from": stage2["checkpoint"]})
 
     def rejection_sft(stage_dir: Path) -> dict:
         data = str(Path(cfg.output_dir) / "3_rejection_sampling" / "dataset.jsonl")
@@ -146,10 +135,10 @@ def main(cfg: Config) -> dict:
         start_from = cfg.base if cfg.rejection_sft_from == "base" else stage2["checkpoint"]
         return sft(configured(cfg.rejection_sft, output_dir=str(stage_dir)), start_from, data)
 
-    stage3 = timed("3_rejection_sft", rejection_sft, {"sft": cfg.rejection_sft, "extra": cfg.extra_sft_data,
-                                                      "from": cfg.rejection_sft_from, "samples": samples["kept"]})
-    stage4 = timed("4_all_scenarios_rl", rl(cfg.all_rl, stage3["checkpoint"]), cfg.all_rl)
-    zero = timed("zero_baseline", rl(cfg.zero, cfg.base), {"rl": cfg.zero, "base": cfg.base}) \
+    stage3 = stages.run("3_rejection_sft", rejection_sft, {"sft": cfg.rejection_sft, "extra": cfg.extra_sft_data,
+                                                           "from": cfg.rejection_sft_from, "samples": samples["kept"]})
+    stage4 = stages.run("4_all_scenarios_rl", rl(cfg.all_rl, stage3["checkpoint"]), cfg.all_rl)
+    zero = stages.run("zero_baseline", rl(cfg.zero, cfg.base), {"rl": cfg.zero, "base": cfg.base}) \
         if cfg.compare_zero else None
 
     models = {"base": cfg.base, **dict(zip(STAGES, (s["checkpoint"] for s in (stage1, stage2, stage3, stage4))))}
@@ -172,7 +161,7 @@ def main(cfg: Config) -> dict:
         "final_accuracy": figures[STAGES[-1]]["accuracy"],
         "rejection_sampling": {k: samples[k] for k in ("prompts", "samples", "kept")},
         "models": models,
-        "seconds": seconds,
+        "seconds": stages.seconds,
     }
     if zero is not None:
         summary["cold_start_claim"] = cold_start_claim(zero["curve"], stage2["curve"])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,12 +31,14 @@ class StageRunner:
         self.resume = resume
         self.ran: list[str] = []  # stages run by this runner
         self.skipped: list[str] = []  # stages found finished and not run again
+        self.seconds: dict[str, float] = {}  # wall time of each stage (a skipped one: when it ran)
 
     def done(self, name: str) -> bool:
         return (self.output_dir / name / MARKER).is_file()
 
-    def run(self, name: str, fn: Callable[[Path], dict[str, Any]], *, config: Any = None) -> dict[str, Any]:
-        """`fn(stage_dir) -> summary` unless the stage finished before (then its recorded summary)."""
+    def run(self, name: str, fn: Callable[[Path], dict[str, Any]], config: Any = None) -> dict[str, Any]:
+        """`fn(stage_dir) -> summary` unless the stage finished before (then its recorded summary). The
+        stage's wall time is recorded beside its summary and kept in `self.seconds`."""
         stage_dir = self.output_dir / name
         marker = stage_dir / MARKER
         plain = _plain(config)
@@ -51,13 +54,18 @@ class StageRunner:
                     )
                 print(f"stage {name}: finished before, not run again ({marker})", flush=True)
                 self.skipped.append(name)
+                # (folders from before the time was recorded beside the summary kept it inside)
+                self.seconds[name] = recorded.get("seconds", recorded["summary"].get("seconds", 0.0))
                 return recorded["summary"]
             shutil.rmtree(stage_dir)  # redo from scratch, never mix old and new outputs
         stage_dir.mkdir(parents=True, exist_ok=True)
         print(f"stage {name}: running in {stage_dir}", flush=True)
+        start = time.perf_counter()
         summary = fn(stage_dir)
+        self.seconds[name] = time.perf_counter() - start
         tmp = marker.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"summary": summary, "config": plain}, indent=1, default=str))
+        tmp.write_text(json.dumps({"summary": summary, "config": plain, "seconds": self.seconds[name]}, indent=1,
+                                  default=str))
         os.replace(tmp, marker)
         self.ran.append(name)
         return summary

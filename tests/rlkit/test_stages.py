@@ -50,6 +50,14 @@ def test_a_killed_run_continues_with_the_stage_it_was_in(tmp_path):
     assert calls == [] and runner.skipped == ["1_a", "2_b", "3_c"] and c["value"] == 3
 
 
+def test_each_stage_s_wall_time_is_recorded_and_survives_a_skip(tmp_path):
+    first, c = _pipeline(tmp_path, [])
+    assert set(first.seconds) == {"1_a", "2_b", "3_c"} and all(v >= 0 for v in first.seconds.values())
+    assert json.loads((tmp_path / "3_c" / MARKER).read_text())["seconds"] == first.seconds["3_c"]
+    again, _ = _pipeline(tmp_path, [])  # nothing runs: the times are those recorded when the stages ran
+    assert again.seconds == first.seconds
+
+
 def test_a_stage_run_again_makes_every_later_stage_run_again(tmp_path):
     _pipeline(tmp_path, [])
     (tmp_path / "2_b" / MARKER).unlink()  # e.g. removed by hand to redo stage 2
