@@ -41,7 +41,7 @@ from rlkit.logging import MetricsLogger  # noqa: E402
 from rlkit.models import context_length, load_tokenizer  # noqa: E402
 from rlkit.reports import write_curves, write_summary  # noqa: E402
 from rlkit.sft.config import DPOConfig, OptimConfig  # noqa: E402
-from rlkit.sft.data import (FORMAT_PROMPT_COMPLETION, SFTDataError, check_lengths, collate,  # noqa: E402
+from rlkit.sft.data import (FORMAT_PROMPT_COMPLETION, SFTDataError, batches_after, check_lengths, collate,  # noqa: E402
                             tokenize_examples)
 from rlkit.sft.trainer import SupervisedLearner  # noqa: E402
 
@@ -110,34 +110,30 @@ def main(cfg: Config) -> dict:
     # -------------------------------------------------------------------------- loop
     # Each epoch's order depends on (seed, epoch) only: a resumed run skips the batches trained before its
     # checkpoint and takes the ones an uninterrupted run would.
-    trained_before = step
-    batches_seen, epoch, last = 0, 0, {}
-    bar = tqdm(total=total_steps, initial=step, desc="dpo", dynamic_ncols=True)
-    while step < total_steps:
+    def epoch_batches(epoch: int) -> list[list[int]]:
         order = list(range(n_pairs))
         random.Random(cfg.seed * 100_003 + epoch).shuffle(order)
-        for start in range(0, n_pairs, cfg.optim.batch_size):
-            batches_seen += 1
-            if batches_seen <= trained_before:
-                continue
-            if step >= total_steps:
-                break
-            idx = order[start : start + cfg.optim.batch_size]
-            t0 = time.perf_counter()
-            chosen = collate([sides["chosen"][i] for i in idx], pad)
-            rejected = collate([sides["rejected"][i] for i in idx], pad)
-            pick = torch.tensor(idx)
-            last = learner.dpo_step(chosen, rejected, ref["chosen"][pick], ref["rejected"][pick], d.beta,
-                                    nll_coef=d.nll_coef, length_normalize=d.length_normalize)
-            last["time/step_s"] = time.perf_counter() - t0
-            step += 1
-            logger.log(step, last)
-            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
-                                driver_state={"step": step, "before": before})
-            bar.update(1)
-            bar.set_postfix(loss=f"{last['dpo/loss']:.3f}", acc=f"{last['dpo/accuracy']:.2f}")
-        epoch += 1
+        return [order[start : start + cfg.optim.batch_size] for start in range(0, n_pairs, cfg.optim.batch_size)]
+
+    last: dict = {}
+    bar = tqdm(total=total_steps, initial=step, desc="dpo", dynamic_ncols=True)
+    for idx in batches_after(epoch_batches, skip=step):
+        if step >= total_steps:
+            break
+        t0 = time.perf_counter()
+        chosen = collate([sides["chosen"][i] for i in idx], pad)
+        rejected = collate([sides["rejected"][i] for i in idx], pad)
+        pick = torch.tensor(idx)
+        last = learner.dpo_step(chosen, rejected, ref["chosen"][pick], ref["rejected"][pick], d.beta,
+                                nll_coef=d.nll_coef, length_normalize=d.length_normalize)
+        last["time/step_s"] = time.perf_counter() - t0
+        step += 1
+        logger.log(step, last)
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
+                            driver_state={"step": step, "before": before})
+        bar.update(1)
+        bar.set_postfix(loss=f"{last['dpo/loss']:.3f}", acc=f"{last['dpo/accuracy']:.2f}")
     bar.close()
     final_dir = checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
                                 driver_state={"step": step, "before": before})

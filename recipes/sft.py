@@ -41,8 +41,8 @@ from rlkit.logging import MetricsLogger  # noqa: E402
 from rlkit.models import context_length, load_tokenizer  # noqa: E402
 from rlkit.reports import write_curves, write_model_bars, write_summary  # noqa: E402
 from rlkit.sft.config import OptimConfig, SFTDataConfig  # noqa: E402
-from rlkit.sft.data import (SFTDataError, check_lengths, collate, length_bucketed_batches, load_sft_rows,  # noqa: E402
-                            tokenize_examples)
+from rlkit.sft.data import (SFTDataError, batches_after, check_lengths, collate, length_bucketed_batches,  # noqa: E402
+                            load_sft_rows, tokenize_examples)
 from rlkit.sft.trainer import SupervisedLearner  # noqa: E402
 
 
@@ -111,34 +111,31 @@ def main(cfg: Config) -> dict:
         logger.log(0, {"eval/accuracy": before["accuracy"], "eval/response_length": before["mean_length"]})
 
     # -------------------------------------------------------------------------- loop
-    # Each epoch's batch order depends on (seed, epoch) only, so a resumed run skips exactly the batches
-    # trained before its checkpoint and goes on with the same ones an uninterrupted run would take.
+    # Each epoch's batch order depends on (seed, epoch) only: a resumed run skips the batches trained
+    # before its checkpoint and takes the ones an uninterrupted run would.
     lengths_in_tokens = [len(e.input_ids) for e in examples]
-    trained_before = step
-    batches_seen, epoch = 0, 0
+
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        shuffle = random.Random(cfg.seed * 100_003 + epoch)
+        return length_bucketed_batches(lengths_in_tokens, cfg.optim.batch_size, shuffle,
+                                       drop_last=len(examples) >= cfg.optim.batch_size)
+
     bar = tqdm(total=total_steps, initial=step, desc="sft", dynamic_ncols=True)
-    while step < total_steps:
-        order = random.Random(cfg.seed * 100_003 + epoch)
-        for batch_rows in length_bucketed_batches(lengths_in_tokens, cfg.optim.batch_size, order,
-                                                  drop_last=len(examples) >= cfg.optim.batch_size):
-            batches_seen += 1
-            if batches_seen <= trained_before:
-                continue
-            if step >= total_steps:
-                break
-            t0 = time.perf_counter()
-            metrics = learner.sft_step(collate([examples[i] for i in batch_rows], tokenizer.pad_token_id))
-            metrics["time/step_s"] = time.perf_counter() - t0
-            step += 1
-            losses.append(metrics["sft/loss"])
-            if step % cfg.log_every == 0 or step == total_steps:
-                logger.log(step, metrics)
-            if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
-                checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
-                                driver_state={"step": step, "losses": losses, "before": before})
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['sft/loss']:.3f}")
-        epoch += 1
+    for batch_rows in batches_after(epoch_batches, skip=step):
+        if step >= total_steps:
+            break
+        t0 = time.perf_counter()
+        metrics = learner.sft_step(collate([examples[i] for i in batch_rows], tokenizer.pad_token_id))
+        metrics["time/step_s"] = time.perf_counter() - t0
+        step += 1
+        losses.append(metrics["sft/loss"])
+        if step % cfg.log_every == 0 or step == total_steps:
+            logger.log(step, metrics)
+        if cfg.save_every and step % cfg.save_every == 0 and step < total_steps:
+            checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
+                            driver_state={"step": step, "losses": losses, "before": before})
+        bar.update(1)
+        bar.set_postfix(loss=f"{metrics['sft/loss']:.3f}")
     bar.close()
     final_dir = checkpoint.save(checkpoint.step_dir(cfg.output_dir, step), learners=learner, tokenizer=tokenizer,
                                 driver_state={"step": step, "losses": losses, "before": before})

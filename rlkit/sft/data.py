@@ -13,13 +13,16 @@ across another row's tokens.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 import torch
 
 from rlkit.templates import apply_template
+
+T = TypeVar("T")
 
 FORMAT_PROMPT_COMPLETION = "prompt_completion"
 FORMAT_MESSAGES = "messages"
@@ -211,6 +214,21 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, rng: random.Ran
                 batches.append(part[i : i + batch_size])
     rng.shuffle(batches)
     return batches
+
+
+def batches_after(epoch_batches: Callable[[int], Iterable[T]], skip: int) -> Iterator[T]:
+    """Batches epoch after epoch, without end, the first `skip` left out: where a run resumed after `skip`
+    optimizer steps goes on. `epoch_batches(epoch)` must give the same batches for the same epoch (a
+    shuffle seeded by the epoch), so the resumed run takes exactly the batches an uninterrupted one would."""
+    seen = 0
+    for epoch in itertools.count():
+        batches = list(epoch_batches(epoch))
+        if not batches:
+            raise ValueError(f"epoch {epoch} has no batches: nothing to train on")
+        for batch in batches:
+            seen += 1
+            if seen > skip:
+                yield batch
 
 
 def tokenizer_differences(vocab_a: dict[str, int], vocab_b: dict[str, int]) -> list[str]:

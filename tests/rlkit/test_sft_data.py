@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from rlkit.sft.data import (SFTDataError, check_lengths, check_same_tokenizer, collate, length_bucketed_batches,
-                            load_sft_rows, tokenize_examples, tokenizer_differences)
+from rlkit.sft.data import (SFTDataError, batches_after, check_lengths, check_same_tokenizer, collate,
+                            length_bucketed_batches, load_sft_rows, tokenize_examples, tokenizer_differences)
 from rlkit.templates import apply_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,6 +100,18 @@ def test_overlong_samples_are_refused_truncated_or_dropped(tok):
     assert dropped.dropped == 2 and len(dropped.kept) == 1
     with pytest.raises(SFTDataError, match="all 3 samples are longer"):
         check_lengths(examples, 10, "drop")
+
+
+def test_batches_after_skips_exactly_the_batches_already_trained():
+    def epoch_batches(epoch):  # two batches an epoch, named by epoch
+        return [f"e{epoch}b0", f"e{epoch}b1"]
+
+    first = batches_after(epoch_batches, skip=0)
+    assert [next(first) for _ in range(5)] == ["e0b0", "e0b1", "e1b0", "e1b1", "e2b0"]
+    resumed = batches_after(epoch_batches, skip=3)  # 3 steps done: the rest of epoch 1 comes next
+    assert [next(resumed) for _ in range(2)] == ["e1b1", "e2b0"]
+    with pytest.raises(ValueError, match="epoch 0 has no batches"):
+        next(batches_after(lambda epoch: [], skip=0))
 
 
 def test_length_buckets_cover_every_example_once():
