@@ -21,13 +21,13 @@ Config: like a reward model, under ``reward.models`` with ``kind: judge``::
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
 import string
 from typing import Any, Mapping, Sequence
 
+from rewards._remote import RemoteActor
 from rewards._text import completion_text
 
 __all__ = ["DEFAULT_TEMPLATE", "JudgeError", "check_judge_model", "check_template", "parse_verdict", "render",
@@ -108,9 +108,8 @@ class RemoteJudge:
             raise JudgeError("judge verdicts is empty: give the words the judge answers with and their scores")
         self.__name__ = name
         self.path, self.template, self.max_new_tokens = path, template, max_new_tokens
-        self._options = {"engine": engine, "device": device, "dtype": dtype, "threads": threads}
-        self._num_cpus, self._num_gpus = num_cpus, (1 if device == "cuda" else 0)
-        self._actor = None
+        options = {"engine": engine, "device": device, "dtype": dtype, "threads": threads}
+        self._remote = RemoteActor("JudgeActor", path, options, device=device, num_cpus=num_cpus)
 
     def __call__(self, completions: Sequence[Any], prompts: Sequence[Any] | None = None,
                  answer: Sequence[Any] | None = None, **columns: Any) -> list[float | None]:
@@ -131,16 +130,10 @@ class RemoteJudge:
         """The judge's greedy answers to the rendered prompts."""
         if not texts:
             return []
-        actors = importlib.import_module("rlkit.reward_actors")  # Ray only here: `rewards` imports without it
-        if self._actor is None:
-            self._actor = actors.start_judge_actor(self.path, self._options, num_cpus=self._num_cpus,
-                                                   num_gpus=self._num_gpus)
-        return actors.judge(self._actor, texts, self.max_new_tokens)
+        return self._remote.call("judge", texts, self.max_new_tokens)
 
     def close(self) -> None:
-        if self._actor is not None:
-            importlib.import_module("rlkit.reward_actors").stop(self._actor)
-            self._actor = None
+        self._remote.close()
 
     def __repr__(self) -> str:
         return f"RemoteJudge({self.path!r}, verdicts={self.verdicts})"

@@ -27,12 +27,12 @@ and says where it lives under ``reward.models`` (``rlkit.config.RewardModelConfi
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
 from typing import Any, Sequence
 
+from rewards._remote import RemoteActor
 from rewards._text import completion_text
 
 __all__ = ["RewardModelError", "check_reward_model", "RewardModelScorer", "reward_model", "normalize_batch"]
@@ -133,26 +133,16 @@ class RemoteRewardModel:
         check_reward_model(path)  # before any actor starts: a wrong path fails here, in the driver
         self.__name__ = name
         self.path, self.normalize = path, normalize
-        self._options = {"device": device, "batch_size": batch_size, "max_length": max_length, "dtype": dtype,
-                         "threads": threads}
-        self._num_cpus, self._num_gpus = num_cpus, (1 if device == "cuda" else 0)
-        self._actor = None
-
-    def _ensure_actor(self):
-        if self._actor is None:
-            # Ray is reached only here, and only by name: `rewards` imports without it.
-            actors = importlib.import_module("rlkit.reward_actors")
-            self._actor = actors.start_reward_model_actor(self.path, self._options, num_cpus=self._num_cpus,
-                                                          num_gpus=self._num_gpus)
-        return self._actor
+        options = {"device": device, "batch_size": batch_size, "max_length": max_length, "dtype": dtype,
+                   "threads": threads}
+        self._remote = RemoteActor("RewardModelActor", path, options, device=device, num_cpus=num_cpus)
 
     def __call__(self, completions: Sequence[Any], prompts: Sequence[Any] | None = None,
                  **columns: Any) -> list[float | None]:
         prompts = list(prompts) if prompts is not None else [None] * len(completions)
         if len(prompts) != len(completions):
             raise ValueError(f"got {len(completions)} completions but {len(prompts)} prompts")
-        actors = importlib.import_module("rlkit.reward_actors")
-        values = actors.score(self._ensure_actor(), prompts, list(completions))
+        values = self._remote.call("score", prompts, list(completions))
         if not self.normalize:
             return values
         present = [i for i, v in enumerate(values) if v is not None]
@@ -161,9 +151,7 @@ class RemoteRewardModel:
         return values
 
     def close(self) -> None:
-        if self._actor is not None:
-            importlib.import_module("rlkit.reward_actors").stop(self._actor)
-            self._actor = None
+        self._remote.close()
 
     def __repr__(self) -> str:
         return f"RemoteRewardModel({self.path!r}, normalize={self.normalize})"

@@ -24,14 +24,6 @@ class RewardModelActor:
         return self.scorer.score(prompts, completions)
 
 
-def start_reward_model_actor(path: str, options: dict[str, Any], *, num_cpus: float = 1, num_gpus: float = 0):
-    if not ray.is_initialized():
-        from rlkit.actors import init_ray
-
-        init_ray()
-    return RewardModelActor.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(path, options)
-
-
 @ray.remote
 class JudgeActor:
     """A judge model behind a rollout engine: rendered prompts in, greedy answers out."""
@@ -60,20 +52,19 @@ class JudgeActor:
         return self.tokenizer(text)["input_ids"]
 
 
-def start_judge_actor(path: str, options: dict[str, Any], *, num_cpus: float = 1, num_gpus: float = 0):
+ACTORS = {"RewardModelActor": RewardModelActor, "JudgeActor": JudgeActor}
+
+
+def start(actor: str, path: str, options: dict[str, Any], *, num_cpus: float = 1, num_gpus: float = 0):
     if not ray.is_initialized():
         from rlkit.actors import init_ray
 
         init_ray()
-    return JudgeActor.options(num_cpus=num_cpus, num_gpus=num_gpus).remote(path, options)
+    return ACTORS[actor].options(num_cpus=num_cpus, num_gpus=num_gpus).remote(path, options)
 
 
-def judge(actor, texts: list[str], max_new_tokens: int) -> list[str]:
-    return ray.get(actor.judge.remote(texts, max_new_tokens))
-
-
-def score(actor, prompts: list[Any], completions: list[Any]) -> list[float | None]:
-    return ray.get(actor.score.remote(prompts, completions))
+def call(handle, method: str, *args: Any) -> Any:
+    return ray.get(getattr(handle, method).remote(*args))
 
 
 def stop(actor) -> None:
