@@ -21,7 +21,7 @@ from typing import Any
 
 import ray
 import torch
-from ray.exceptions import GetTimeoutError, RayActorError
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
 from rlkit.algo import loss_normalizers
 from rlkit.metrics import merge_metrics
@@ -238,6 +238,8 @@ class RolloutGroup:
                     results[a] = ray.get(ref)
                     del pending[a]
                 except RayActorError as err:
+                    if isinstance(err, RayTaskError):  # the actor is alive: an input of the task was lost
+                        raise
                     restarts += 1
                     if restarts > MAX_ROLLOUT_RESTARTS * len(self.actors):
                         raise

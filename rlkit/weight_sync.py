@@ -14,11 +14,17 @@ from __future__ import annotations
 
 import time
 
-from rlkit.actors import LearnerGroup, RolloutGroup
+from ray.exceptions import RayTaskError
+
+from rlkit.actors import LearnerDied, LearnerGroup, RolloutGroup
 
 
 def sync_weights(learners: LearnerGroup, rollouts: RolloutGroup, version: int) -> float:
     """Push the learner's current weights to every engine; returns the seconds it took."""
     start = time.perf_counter()
-    rollouts.load_weights(learners.state_dict_ref(), version)
+    try:
+        rollouts.load_weights(learners.state_dict_ref(), version)
+    except RayTaskError as err:  # the engines are alive; the weights they were sent were lost with their learner
+        raise LearnerDied(f"a learner rank died before its weights reached the engines "
+                          f"({str(err).splitlines()[0][:200]})") from None
     return time.perf_counter() - start

@@ -189,3 +189,37 @@ def test_an_evaluation_does_not_align_the_actors_training_streams(ray_local, ran
     assert [r.completion_ids for r in evals[0]] == [r.completion_ids for r in evals[1]]
     for actor in group.actors:
         ray.kill(actor)
+
+
+@ray.remote
+class _DyingLearner:
+    """Hands out a weights reference it dies before producing, as a learner killed during a sync does."""
+
+    def state_dict(self):
+        import time
+
+        time.sleep(30)
+        return {}
+
+
+def test_weights_lost_with_their_learner_end_the_sync_as_a_learner_death_not_a_rollout_one(ray_local,
+                                                                                           random_tiny_model):
+    from rlkit.actors import LearnerDied
+    from rlkit.weight_sync import sync_weights
+
+    group = RolloutGroup(1, "hf", {"model_path": random_tiny_model, "seed": 0}, num_cpus=0.5)
+    engines = list(group.actors)
+    learner = _DyingLearner.remote()
+
+    class OneRank:  # the part of LearnerGroup a sync uses
+        def state_dict_ref(self):
+            ref = learner.state_dict.remote()
+            ray.kill(learner)  # the rank dies before the weights exist
+            return ref
+
+    with pytest.raises(LearnerDied, match="a learner rank died before its weights reached the engines"):
+        sync_weights(OneRank(), group, version=1)
+    assert group.actors == engines  # the live engine was not "replaced"
+    assert len(group.generate([GenerationRequest([3, 4], n=2)], SamplingParams(max_new_tokens=2))) == 2  # and works
+    for actor in group.actors:
+        ray.kill(actor)
